@@ -1,0 +1,57 @@
+"""torchrl_gorl: GoRL (arXiv 2512.02581) as TorchRL modules and objectives.
+
+A Gaussian latent policy ``pi_theta(z | s)`` is trained with PPO in latent space while a
+generative decoder ``a = g_phi(s, z)`` (flow matching or diffusion), frozen within a stage, turns
+the latent into the action and is refit between stages on the latest rollouts.
+"""
+from torchrl_gorl.envs import TanhActionTransform
+from torchrl_gorl.modules import (
+    ConditionalDecoderNetwork,
+    cosine_alpha_bar,
+    DiffusionDecoderModule,
+    FlowDecoderModule,
+    GaussianParamHead,
+    GenerativeDecoder,
+    GoRLPolicy,
+    LatentPolicyNetwork,
+    make_gorl_policy,
+    make_latent_actor,
+    make_value_network,
+    ObservationNormalizer,
+    split_gorl_policy,
+    ValueNetwork,
+)
+from torchrl_gorl.objectives import (
+    check_latent_keys,
+    DiffusionLoss,
+    FlowMatchingLoss,
+    GenerativeDecoderLoss,
+    LatentPriorLoss,
+    make_latent_ppo_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConditionalDecoderNetwork",
+    "DiffusionDecoderModule",
+    "DiffusionLoss",
+    "FlowDecoderModule",
+    "FlowMatchingLoss",
+    "GaussianParamHead",
+    "GenerativeDecoder",
+    "GenerativeDecoderLoss",
+    "GoRLPolicy",
+    "LatentPolicyNetwork",
+    "LatentPriorLoss",
+    "ObservationNormalizer",
+    "TanhActionTransform",
+    "ValueNetwork",
+    "check_latent_keys",
+    "cosine_alpha_bar",
+    "make_gorl_policy",
+    "make_latent_actor",
+    "make_latent_ppo_loss",
+    "make_value_network",
+    "split_gorl_policy",
+]

@@ -1,0 +1,4 @@
+"""Environment pieces for GoRL."""
+from torchrl_gorl.envs.transforms import TanhActionTransform
+
+__all__ = ["TanhActionTransform"]
