@@ -33,7 +33,7 @@ def make_mlp(
 ) -> MLP:
     """TorchRL :class:`~torchrl.modules.MLP` with LeCun-uniform init (the reference's networks)."""
     check_positive(in_features=in_features, out_features=out_features)
-    check_positive(**{f"num_cells[{i}]": c for i, c in enumerate(num_cells)})
+    check_num_cells(num_cells)
     mlp = MLP(
         in_features=in_features,
         out_features=out_features,
@@ -49,6 +49,11 @@ def check_positive(**values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def check_num_cells(num_cells: Sequence[int]) -> None:
+    """Raises a ``ValueError`` naming the first hidden size that is not a positive integer."""
+    check_positive(**{f"num_cells[{i}]": c for i, c in enumerate(num_cells)})
 
 
 def check_last_dim(tensor: torch.Tensor, expected: int, name: str) -> None:

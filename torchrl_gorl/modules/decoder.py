@@ -10,7 +10,13 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torch.nn import functional as F
 
-from torchrl_gorl.modules._utils import check_last_dim, check_positive, make_mlp, sinusoidal_time_embedding
+from torchrl_gorl.modules._utils import (
+    check_last_dim,
+    check_num_cells,
+    check_positive,
+    make_mlp,
+    sinusoidal_time_embedding,
+)
 from torchrl_gorl.modules.normalization import ObservationNormalizer
 
 
@@ -48,6 +54,7 @@ class ConditionalDecoderNetwork(nn.Module):
         check_positive(observation_dim=observation_dim, action_dim=action_dim, num_frequencies=num_frequencies)
         if len(num_cells) == 0:
             raise ValueError("num_cells must name at least one hidden layer, got an empty sequence.")
+        check_num_cells(num_cells)
         self.observation_dim = observation_dim
         self.action_dim = action_dim
         self.num_frequencies = num_frequencies
