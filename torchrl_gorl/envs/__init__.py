@@ -1,4 +1,22 @@
 """Environment pieces for GoRL."""
+from torchrl_gorl.envs.dm_control import (
+    default_gamma,
+    EPISODE_LENGTH,
+    make_env,
+    make_single_env,
+    PAPER_TASKS,
+    resolve_task,
+    task_id,
+)
 from torchrl_gorl.envs.transforms import TanhActionTransform
 
-__all__ = ["TanhActionTransform"]
+__all__ = [
+    "EPISODE_LENGTH",
+    "PAPER_TASKS",
+    "TanhActionTransform",
+    "default_gamma",
+    "make_env",
+    "make_single_env",
+    "resolve_task",
+    "task_id",
+]

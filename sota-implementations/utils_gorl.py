@@ -1,0 +1,462 @@
+"""Shared pieces of the GoRL scripts (gorl_ppo.py, ppo_gaussian.py): config checks, env and model
+factories, the collector, the PPO update, decoder data and refits, evaluation, logging, checkpoints."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from tensordict import TensorDict, TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.data.replay_buffers import SamplerWithoutReplacement
+from torchrl.envs import EnvCreator
+from torchrl.objectives.value import GAE
+from torchrl.record.loggers import generate_exp_name, get_logger
+
+from torchrl_gorl import (
+    DiffusionDecoderModule,
+    DiffusionLoss,
+    FlowDecoderModule,
+    FlowMatchingLoss,
+    LatentPriorLoss,
+    make_latent_actor,
+    make_latent_ppo_loss,
+    make_value_network,
+    ObservationNormalizer,
+)
+from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
+
+log = logging.getLogger("gorl")
+
+DECODERS = {"flow": (FlowDecoderModule, FlowMatchingLoss), "diffusion": (DiffusionDecoderModule, DiffusionLoss)}
+
+
+# --------------------------------------------------------------------------- config
+def _positive_int(cfg: DictConfig, key: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"config key {key} must be a positive integer, got {value!r}.")
+    return value
+
+
+def _positive_float(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> float:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ValueError(f"config key {key} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
+    return float(value)
+
+
+def _int_list(cfg: DictConfig, key: str) -> list[int]:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, (ListConfig, list)) or len(value) == 0:
+        raise ValueError(f"config key {key} must be a non-empty list, got {value!r}.")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"config key {key}[{i}] must be a positive integer, got {v!r}.")
+    return list(value)
+
+
+def _choice(cfg: DictConfig, key: str, choices: Sequence[str]) -> str:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        raise ValueError(f"config key {key} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
+    """Fails at start-up, naming the key, on anything the run would otherwise trip over later."""
+    try:
+        resolve_task(cfg.env.task)
+    except ValueError as err:
+        raise ValueError(f"config key env.task: {err}") from None
+    if cfg.env.gamma is not None and not 0 < cfg.env.gamma <= 1:
+        raise ValueError(f"config key env.gamma must be in (0, 1], got {cfg.env.gamma!r}.")
+    _positive_float(cfg, "env.reward_scale")
+    for key in ("collector.num_envs", "eval.num_episodes", "eval.num_envs", "eval.num_evals", "ppo.epochs",
+                "ppo.num_minibatches", "schedule.num_stages", "schedule.decoder_data_iterations",
+                "refit.batch_size", "refit.max_epochs", "refit.patience", "refit.num_noise_samples"):
+        _positive_int(cfg, key)
+    if not isinstance(cfg.collector.num_workers, int) or cfg.collector.num_workers < 0:
+        raise ValueError(f"config key collector.num_workers must be a non-negative integer, got {cfg.collector.num_workers!r}.")
+    for key in ("ppo.lr", "refit.lr"):
+        _positive_float(cfg, key)
+    for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
+        _positive_float(cfg, key, allow_zero=True)
+    _int_list(cfg, "encoder.num_cells")
+    _int_list(cfg, "encoder.critic_num_cells")
+    _choice(cfg, "encoder.init", ["scratch", "continue"])
+    _choice(cfg, "ppo.latent_prior", ["l2", "kl"])
+    _choice(cfg, "ppo.loss_critic_type", ["l1", "l2", "smooth_l1"])
+    _choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
+    _choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
+    if not 0 < cfg.refit.val_fraction < 1:
+        raise ValueError(f"config key refit.val_fraction must be in (0, 1), got {cfg.refit.val_fraction!r}.")
+    stages = cfg.schedule.num_stages
+    frames = _int_list(cfg, "schedule.stage_frames")
+    if len(frames) != stages:
+        raise ValueError(
+            f"config key schedule.stage_frames has {len(frames)} entries but schedule.num_stages is {stages}."
+        )
+    per_iteration = frames_per_iteration(cfg)
+    for i, f in enumerate(frames):
+        if f < per_iteration:
+            raise ValueError(
+                f"config key schedule.stage_frames[{i}] = {f} is less than one PPO iteration "
+                f"(collector.num_envs x {EPISODE_LENGTH} = {per_iteration} env steps)."
+            )
+    if per_iteration % cfg.ppo.num_minibatches:
+        raise ValueError(
+            f"config key ppo.num_minibatches = {cfg.ppo.num_minibatches} does not divide the {per_iteration} "
+            "env steps of one PPO iteration."
+        )
+    for key in ("schedule.clip_epsilon", "schedule.max_grad_norm", "schedule.latent_prior_coeff"):
+        table = OmegaConf.select(cfg, key)
+        if not isinstance(table, (ListConfig, list)) or len(table) == 0:
+            raise ValueError(f"config key {key} must be a non-empty list (one entry per stage; the last repeats).")
+        if len(table) > stages:
+            raise ValueError(f"config key {key} has {len(table)} entries for {stages} stages.")
+        for i, v in enumerate(table):
+            if not isinstance(v, (int, float)) or v < 0 or (key != "schedule.latent_prior_coeff" and v == 0):
+                raise ValueError(f"config key {key}[{i}] is out of range: {v!r}.")
+    if with_decoder:
+        _choice(cfg, "decoder.type", list(DECODERS))
+        _int_list(cfg, "decoder.num_cells")
+        _positive_int(cfg, "decoder.num_steps")
+        _positive_int(cfg, "decoder.num_diffusion_steps")
+        if cfg.decoder.num_diffusion_steps < 2:
+            raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
+        _choice(cfg, "schedule.decoder_init", ["scratch", "finetune"])
+
+
+def frames_per_iteration(cfg: DictConfig) -> int:
+    """Every PPO iteration runs one full episode in each env."""
+    return cfg.collector.num_envs * EPISODE_LENGTH
+
+
+def iterations_per_stage(cfg: DictConfig) -> list[int]:
+    return [f // frames_per_iteration(cfg) for f in cfg.schedule.stage_frames]
+
+
+def stage_value(table: Sequence[float], stage: int) -> float:
+    """Entry ``stage`` of a per-stage table; the last entry repeats."""
+    return float(table[min(stage, len(table) - 1)])
+
+
+def stage_hparams(cfg: DictConfig, stage: int) -> dict[str, float]:
+    prior = stage_value(cfg.schedule.latent_prior_coeff, stage)
+    if stage == 0 and resolve_task(cfg.env.task) == ("ball_in_cup", "catch"):
+        prior = 0.0  # as the reference
+    return {
+        "clip_epsilon": stage_value(cfg.schedule.clip_epsilon, stage),
+        "max_grad_norm": stage_value(cfg.schedule.max_grad_norm, stage),
+        "latent_prior_coeff": prior,
+    }
+
+
+def refit_stages(cfg: DictConfig) -> list[int]:
+    last = cfg.schedule.num_stages - 1
+    return [k for k in range(cfg.schedule.num_stages) if k < last or cfg.schedule.refit_last_stage]
+
+
+def total_interaction_frames(cfg: DictConfig) -> int:
+    """Env steps of a whole GoRL run: encoder PPO plus decoder data (evaluation not included)."""
+    per_iteration = frames_per_iteration(cfg)
+    encoder = sum(iterations_per_stage(cfg)) * per_iteration
+    return encoder + len(refit_stages(cfg)) * cfg.schedule.decoder_data_iterations * per_iteration
+
+
+def get_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key device is {name!r} but CUDA is not available.")
+    return device
+
+
+def quiet_logs() -> None:
+    """dm_control's absl logs (renderer choice, a deprecated MJCF attribute) say nothing about the run."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def set_threads(num_threads: int | None) -> None:
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"config key num_threads must be a positive integer or null, got {num_threads!r}.")
+        torch.set_num_threads(num_threads)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- models
+def env_dims(task: str) -> tuple[int, int]:
+    env = make_single_env(task)
+    dims = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
+    env.close()
+    return dims
+
+
+def make_encoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, latent_key: str = "latent"):
+    """Latent actor and critic sharing one running observation normaliser (as the reference)."""
+    norm = ObservationNormalizer(obs_dim).to(device) if cfg.encoder.normalize_observations else None
+    actor = make_latent_actor(
+        obs_dim, act_dim, num_cells=tuple(cfg.encoder.num_cells), observation_norm=norm, latent_key=latent_key, device=device
+    )
+    critic = make_value_network(obs_dim, num_cells=tuple(cfg.encoder.critic_num_cells), observation_norm=norm, device=device)
+    return actor, critic, norm
+
+
+def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, *, identity: bool = False):
+    decoder_cls, _ = DECODERS[cfg.decoder.type]
+    kwargs = {"num_cells": tuple(cfg.decoder.num_cells), "device": device}
+    if cfg.decoder.type == "flow":
+        kwargs["num_steps"] = cfg.decoder.num_steps
+    else:
+        kwargs["num_diffusion_steps"] = cfg.decoder.num_diffusion_steps
+    decoder = decoder_cls(obs_dim, act_dim, **kwargs)
+    return decoder.reset_to_identity() if identity else decoder
+
+
+def make_decoder_loss(cfg: DictConfig, decoder):
+    _, loss_cls = DECODERS[cfg.decoder.type]
+    return loss_cls(decoder, num_noise_samples=cfg.refit.num_noise_samples)
+
+
+# --------------------------------------------------------------------------- collection
+def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
+    """A collector that runs one full episode per env per batch, resetting every env at each batch.
+
+    Resetting at every batch (after reseeding, see :func:`collect`) makes each batch a function of
+    the policy, the seed and the RNG state alone, which is what makes resumed runs exact.
+    """
+    num_envs, workers = cfg.collector.num_envs, cfg.collector.num_workers
+    common = dict(
+        frames_per_batch=frames_per_iteration(cfg),
+        total_frames=-1,
+        reset_at_each_iter=True,
+        policy_device=device,
+        env_device="cpu",
+        storing_device=device,
+        auto_register_policy_transforms=False,
+    )
+    if workers == 0:
+        return Collector(make_env(task, num_envs), policy, **common)
+    if num_envs % workers:
+        raise ValueError(f"config key collector.num_envs = {num_envs} must be a multiple of collector.num_workers = {workers}.")
+    create = EnvCreator(lambda: make_env(task, num_envs // workers))
+    return Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
+
+
+def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictBase:
+    """Collects one batch as a function of ``seed`` alone: the envs are reseeded and the policy's
+    sampling runs on a torch RNG seeded with ``seed`` (forked, so the training RNG is untouched).
+
+    A freshly built collector consumes the RNG differently on its first batch; seeding each batch
+    makes a resumed run see exactly the episodes of the uninterrupted one. (With
+    ``collector.num_workers > 0`` the sampling happens in the workers and is not covered.)
+    """
+    collector.set_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        data = next(iterator)
+    return data.reshape(-1, EPISODE_LENGTH) if data.batch_dims > 2 else data
+
+
+def batch_seed(base: int, stage: int, index: int, kind: int) -> int:
+    """Distinct, reproducible env seeds per (stage, batch, purpose)."""
+    return int(base * 1_000_003 + stage * 100_003 + index * 31 + kind) % (2**31 - 1)
+
+
+# --------------------------------------------------------------------------- PPO
+class LatentPPO:
+    """TorchRL's GAE + ClipPPOLoss (on the latent) + the latent regulariser, with one Adam over actor and
+    critic and a joint global-norm gradient clip, as the reference."""
+
+    def __init__(self, cfg: DictConfig, actor, critic, gamma: float, device: torch.device) -> None:
+        self.cfg = cfg
+        self.actor, self.critic = actor, critic
+        self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False, device=device)
+        self.loss = make_latent_ppo_loss(
+            actor,
+            critic,
+            clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0),
+            entropy_coeff=cfg.ppo.entropy_coeff,
+            critic_coeff=cfg.ppo.critic_coeff,
+            loss_critic_type=cfg.ppo.loss_critic_type,
+            normalize_advantage=cfg.ppo.normalize_advantage,
+        )
+        self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0), mode=cfg.ppo.latent_prior)
+        self.params = [*actor.parameters(), *critic.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.ppo.lr)
+        size = frames_per_iteration(cfg)
+        self.buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(size, device=device),
+            sampler=SamplerWithoutReplacement(),
+            batch_size=size // cfg.ppo.num_minibatches,
+        )
+        self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
+
+    def set_stage(self, hparams: dict[str, float]) -> None:
+        self.loss.clip_epsilon.fill_(hparams["clip_epsilon"])
+        self.prior.coeff.fill_(hparams["latent_prior_coeff"])
+        self.max_grad_norm = hparams["max_grad_norm"]
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.ppo.lr)
+
+    def update(self, data: TensorDictBase) -> dict[str, float]:
+        """PPO epochs on one batch ``[num_envs, T]``; rewards are scaled here, the env's stay raw."""
+        data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(self.cfg.ppo.epochs):
+            with torch.no_grad():
+                self.gae(data)  # recomputed every epoch with the current critic
+            self.buffer.extend(data.reshape(-1))
+            for batch in self.buffer:
+                out = self.loss(batch)
+                prior = self.prior(batch)
+                loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"] + prior["loss_latent_prior"]
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+                self.optimizer.step()
+                metrics = {
+                    "loss_objective": out["loss_objective"],
+                    "loss_critic": out["loss_critic"],
+                    "loss_entropy": out["loss_entropy"],
+                    "loss_latent_prior": prior["loss_latent_prior"],
+                    "kl_approx": out["kl_approx"],
+                    "clip_fraction": out["clip_fraction"],
+                    "entropy": out["entropy"],
+                    "explained_variance": out["explained_variance"],
+                    "latent_scale_mean": prior["latent_scale_mean"],
+                    "grad_norm": grad_norm,
+                }
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach())
+                count += 1
+        return {f"train/{k}": v / count for k, v in totals.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        # the sampler pre-draws its next permutation at the end of an epoch: part of the RNG stream
+        return {"optimizer": self.optimizer.state_dict(), "sampler": self.buffer.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.sampler.load_state_dict(state["sampler"])
+
+
+def train_episode_metrics(data: TensorDictBase) -> dict[str, float]:
+    done = data.get(("next", "done")).squeeze(-1)
+    if not done.any():
+        return {}
+    return {"train/episode_reward": data.get(("next", "episode_reward"))[done].mean().item()}
+
+
+def eval_points(num_iterations: int, num_evals: int) -> set[int]:
+    """Iterations evaluated before their update, spread as the reference (linspace)."""
+    return {int(i) for i in np.linspace(0, num_iterations - 1, min(num_evals, num_iterations))}
+
+
+# --------------------------------------------------------------------------- logging and outputs
+class RunLogger:
+    """TorchRL logger (csv / wandb / tensorboard) plus the small ``eval.csv`` the results tables read."""
+
+    EVAL_FIELDS = ["stage", "iteration", "frames_encoder", "frames_decoder_data", "frames_total", "frames_eval",
+                   "return_mean", "return_std", "return_min", "return_max", "num_episodes"]
+
+    def __init__(self, cfg: DictConfig, algo: str, task: str) -> None:
+        self.exp_name = generate_exp_name(algo, f"{cfg.logger.exp_name}_{task}")
+        self.logger = None
+        if cfg.logger.backend:
+            kwargs = {}
+            if cfg.logger.backend == "wandb":
+                kwargs["wandb_kwargs"] = {
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                    "project": cfg.logger.project,
+                    "group": cfg.logger.group,
+                    "mode": cfg.logger.wandb_mode,
+                }
+            self.logger = get_logger(cfg.logger.backend, logger_name="logs", experiment_name=self.exp_name, **kwargs)
+        self.eval_rows: list[dict[str, float]] = []
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step)
+
+    def log_eval(self, row: dict[str, float]) -> None:
+        self.eval_rows.append(row)
+        self.log({f"eval/{k}": row[k] for k in ("return_mean", "return_std", "return_min", "return_max")}, row["frames_total"])
+
+    def write_outputs(self, summary: dict[str, Any], title: str, stage_starts: Sequence[int] = ()) -> None:
+        out = pathlib.Path.cwd()
+        with open(out / "eval.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.EVAL_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.eval_rows)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_learning_curve(self.eval_rows, out / "learning_curve.png", title, stage_starts)
+
+
+def plot_learning_curve(rows, path: pathlib.Path, title: str, stage_starts: Sequence[int] = ()) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if rows:
+        x = np.array([r["frames_total"] for r in rows])
+        y = np.array([r["return_mean"] for r in rows])
+        s = np.array([r["return_std"] for r in rows])
+        ax.plot(x, y, marker="o", ms=3)
+        ax.fill_between(x, y - s, y + s, alpha=0.25)
+    for start in stage_starts:
+        ax.axvline(start, color="grey", ls=":", lw=1)
+    ax.set_xlabel("env steps (encoder PPO + decoder data)")
+    ax.set_ylabel("eval return (deterministic, 1000 steps)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def config_summary(cfg: DictConfig) -> dict[str, Any]:
+    return {"task": task_id(cfg.env.task), "seed": cfg.env.seed}
+
+
+def resolve_gamma(cfg: DictConfig) -> float:
+    return float(cfg.env.gamma) if cfg.env.gamma is not None else default_gamma(cfg.env.task)
+
+
+def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int, *, with_decoder: bool) -> None:
+    """The architecture of a resumed run must match the checkpoint; name the first key that does not."""
+    old = OmegaConf.create(saved["config"])
+    if saved["dims"] != [obs_dim, act_dim]:
+        raise ValueError(f"config key env.task: checkpoint dims {saved['dims']} != this task's {[obs_dim, act_dim]}.")
+    keys = ["env.task", "encoder.num_cells", "encoder.critic_num_cells", "encoder.normalize_observations",
+            "collector.num_envs", "schedule.num_stages", "schedule.stage_frames"]
+    if with_decoder:
+        keys += ["decoder.type", "decoder.num_cells", "decoder.num_steps", "decoder.num_diffusion_steps"]
+    for key in keys:
+        a, b = OmegaConf.select(cfg, key), OmegaConf.select(old, key)
+        a = OmegaConf.to_container(a) if isinstance(a, ListConfig) else a
+        b = OmegaConf.to_container(b) if isinstance(b, ListConfig) else b
+        if a != b:
+            raise ValueError(f"config key {key} = {a!r} does not match the resumed checkpoint's {b!r}.")

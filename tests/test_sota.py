@@ -1,0 +1,118 @@
+"""The training pipeline: a complete two-stage smoke run, exact resume, and start-up config errors."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SOTA = ROOT / "sota-implementations"
+sys.path.insert(0, str(SOTA))
+
+import utils_gorl  # noqa: E402
+
+from torchrl_gorl.training import load_checkpoint  # noqa: E402
+
+
+def _run(script: str, run_dir: pathlib.Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SOTA / script), "preset=smoke", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    result = _run("gorl_ppo.py", run_dir, "checkpoint.keep_all=true", "checkpoint.interval_frames=2000")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
+        return compose(config_name="gorl_ppo", overrides=list(overrides))
+
+
+def test_smoke_run_trains_two_complete_stages(smoke_run):
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    # 2 stages x 2 iterations x (2 envs x 1000 steps), plus one PPO iteration's worth of decoder data
+    assert summary["frames_encoder"] == 8000 and summary["frames_decoder_data"] == 2000
+    assert summary["frames_total"] == 10000
+    assert summary["frames_eval"] == 7 * 2000  # 3 evals per stage + the final evaluation
+    assert len(summary["refits"]) == 1 and summary["refits"][0]["rows"] == 2000
+    rows = (smoke_run / "eval.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 6
+    assert (smoke_run / "learning_curve.png").stat().st_size > 1000
+    ckpt = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
+    assert ckpt["progress"]["stage"] == 2
+    # the stage-1 policy ran on the refit decoder, not the identity
+    decoder = utils_gorl.make_decoder(utils_gorl.OmegaConf.create(ckpt["config"]), 17, 6, "cpu")
+    decoder.load_state_dict(ckpt["decoder"])
+    z = torch.randn(8, 6)
+    assert not torch.equal(decoder.decode(torch.randn(8, 17), z), z)
+
+
+def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
+    mid = smoke_run / "checkpoints" / "stage0_iter00001.pt"  # after stage 0's first PPO iteration
+    assert load_checkpoint(mid)["progress"]["iteration"] == 1
+    result = _run("gorl_ppo.py", tmp_path, f"checkpoint.resume={mid}", "checkpoint.keep_all=true")
+    assert result.returncode == 0, result.stderr[-4000:]
+    uninterrupted = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
+    resumed = load_checkpoint(tmp_path / "checkpoints" / "stage1_end.pt")
+    for part in ("actor", "critic", "decoder"):
+        for key, value in uninterrupted[part].items():
+            assert torch.equal(value, resumed[part][key]), (part, key)
+    assert uninterrupted["progress"]["eval_rows"] == resumed["progress"]["eval_rows"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("env.task=cheetah-walk", "env.task: unknown task 'cheetah-walk'"),
+        ("schedule.stage_frames=[4000]", "schedule.stage_frames has 1 entries but schedule.num_stages is 2"),
+        ("collector.num_envs=0", "collector.num_envs must be a positive integer"),
+        ("decoder.num_cells=[32,-4]", r"decoder.num_cells\[1\] must be a positive integer"),
+        ("decoder.type=gan", "decoder.type must be one of"),
+        ("schedule.stage_frames=[500,4000]", r"schedule.stage_frames\[0\] = 500 is less than one PPO iteration"),
+        ("ppo.num_minibatches=3", "ppo.num_minibatches = 3 does not divide"),
+        ("schedule.clip_epsilon=[]", "schedule.clip_epsilon must be a non-empty list"),
+        ("refit.val_fraction=1.5", r"refit.val_fraction must be in \(0, 1\)"),
+    ],
+)
+def test_bad_config_names_the_key(override, message):
+    cfg = _compose("preset=smoke", override)
+    with pytest.raises(ValueError, match=message):
+        utils_gorl.validate_config(cfg)
+
+
+def test_accepts_paper_task_names():
+    utils_gorl.validate_config(_compose("preset=smoke", "env.task=HopperStand"))
+    assert utils_gorl.resolve_gamma(_compose("env.task=FingerSpin")) == 0.95
+    assert utils_gorl.stage_hparams(_compose("env.task=BallInCup"), 0)["latent_prior_coeff"] == 0.0
+    assert utils_gorl.stage_hparams(_compose("env.task=BallInCup"), 3) == {
+        "clip_epsilon": 0.3, "max_grad_norm": 1.0, "latent_prior_coeff": 1e-3
+    }
+
+
+def test_paper_preset_matches_the_reference_budgets():
+    cfg = _compose("preset=paper")
+    utils_gorl.validate_config(cfg)
+    assert list(cfg.schedule.stage_frames) == [60_000_000, 60_000_000, 30_000_000, 30_000_000]
+    assert cfg.collector.num_envs == 2048 and cfg.ppo.epochs == 16 and cfg.ppo.num_minibatches == 32
+
+
+def test_resume_with_another_architecture_fails(smoke_run):
+    saved = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
+    with pytest.raises(ValueError, match="decoder.type = 'diffusion' does not match"):
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "decoder.type=diffusion"), saved, 17, 6, with_decoder=True)
+    with pytest.raises(ValueError, match="env.task"):
+        utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 24, 6, with_decoder=True)
+
+
+def test_script_reports_bad_config_before_any_compute(tmp_path):
+    result = _run("gorl_ppo.py", tmp_path, "env.task=cheetah-walk")
+    assert result.returncode != 0
+    assert "config key env.task: unknown task 'cheetah-walk'" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()

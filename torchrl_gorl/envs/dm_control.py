@@ -1,0 +1,121 @@
+"""dm_control task names and the env factory the GoRL scripts use."""
+from __future__ import annotations
+
+import functools
+import re
+
+from torchrl.envs import (
+    CatTensors,
+    Compose,
+    DMControlEnv,
+    DoubleToFloat,
+    EnvBase,
+    EnvCreator,
+    InitTracker,
+    ParallelEnv,
+    RewardSum,
+    SerialEnv,
+    StepCounter,
+    TransformedEnv,
+)
+
+from torchrl_gorl.envs.transforms import TanhActionTransform
+
+#: The paper's tasks (MuJoCo Playground names) and their dm_control ``(domain, task)``.
+PAPER_TASKS: dict[str, tuple[str, str]] = {
+    "CheetahRun": ("cheetah", "run"),
+    "FingerSpin": ("finger", "spin"),
+    "FingerTurnHard": ("finger", "turn_hard"),
+    "FishSwim": ("fish", "swim"),
+    "HopperStand": ("hopper", "stand"),
+    "WalkerWalk": ("walker", "walk"),
+    "BallInCup": ("ball_in_cup", "catch"),
+}
+
+#: Discount of the reference's encoder PPO (Brax config): 0.95 for these tasks, 0.995 otherwise.
+_LOW_GAMMA_TASKS = {("finger", "spin"), ("ball_in_cup", "catch")}
+
+#: Every dm_control episode of these tasks lasts 1000 control steps.
+EPISODE_LENGTH = 1000
+
+
+def _known_tasks() -> set[tuple[str, str]]:
+    from dm_control import suite
+
+    return set(suite.ALL_TASKS)
+
+
+def resolve_task(name: str) -> tuple[str, str]:
+    """Maps ``"cheetah-run"``, ``"cheetah_run"``, ``"cheetah/run"`` or the paper's ``"CheetahRun"`` to ``("cheetah", "run")``.
+
+    Raises a ``ValueError`` naming the task and listing the accepted names if it is unknown.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"task must be a string, got {name!r}.")
+    if name in PAPER_TASKS:
+        return PAPER_TASKS[name]
+    known = _known_tasks()
+    for sep in ("-", "/", ":"):
+        if sep in name:
+            domain, _, task = name.partition(sep)
+            if (domain, task) in known:
+                return domain, task
+    # "ball_in_cup_catch": try every split on underscores
+    for match in re.finditer("_", name):
+        domain, task = name[: match.start()], name[match.end() :]
+        if (domain, task) in known:
+            return domain, task
+    accepted = sorted(PAPER_TASKS) + sorted(f"{d}-{t}" for d, t in known)
+    raise ValueError(f"unknown task {name!r}; accepted names: {', '.join(accepted)}.")
+
+
+def task_id(name: str) -> str:
+    """Canonical ``"domain-task"`` name."""
+    return "-".join(resolve_task(name))
+
+
+def default_gamma(name: str) -> float:
+    """The reference's discount for this task (0.95 for finger-spin and ball_in_cup-catch, else 0.995)."""
+    return 0.95 if resolve_task(name) in _LOW_GAMMA_TASKS else 0.995
+
+
+def make_single_env(name: str) -> TransformedEnv:
+    """One dm_control env with a flat float32 ``"observation"`` and a ``tanh`` squash on the action.
+
+    The observation dict is concatenated in sorted key order (TorchRL's ``CatTensors``
+    default). The env's time limit (1000 steps) ends episodes with ``truncated=True`` and
+    ``terminated=False``, so value bootstrapping continues through it.
+    """
+    domain, task = resolve_task(name)
+    base = DMControlEnv(domain, task, from_pixels=False, pixels_only=False)
+    return TransformedEnv(
+        base,
+        Compose(
+            CatTensors(sorted(base.observation_spec.keys()), "observation"),
+            DoubleToFloat(),
+            TanhActionTransform(),
+        ),
+    )
+
+
+def make_env(name: str, num_envs: int = 1, *, parallel: bool = False, seed: int | None = None) -> EnvBase:
+    """``num_envs`` copies of :func:`make_single_env` in a ``SerialEnv`` (or ``ParallelEnv``), plus
+    ``InitTracker``, ``StepCounter`` and ``RewardSum`` on the batch.
+
+    Args:
+        name (str): task name, see :func:`resolve_task`.
+        num_envs (int): batch size.
+
+    Keyword Args:
+        parallel (bool): one process per env instead of stepping them in this process.
+        seed (int, optional): seed of the first env (TorchRL derives the others).
+    """
+    resolve_task(name)  # fail here, with a clear message, rather than in a worker
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
+    batched_cls = ParallelEnv if parallel else SerialEnv
+    env = batched_cls(num_envs, EnvCreator(functools.partial(make_single_env, name)), serial_for_single=True)
+    env = TransformedEnv(env, Compose(InitTracker(), StepCounter(), RewardSum()))
+    if seed is not None:
+        env.set_seed(seed)
+    return env
