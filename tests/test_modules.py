@@ -7,6 +7,7 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_gorl import (
+    cosine_alpha_bar,
     DiffusionDecoderModule,
     FlowDecoderModule,
     GaussianParamHead,
@@ -75,6 +76,13 @@ def test_critic():
     assert critic(TensorDict(observation=torch.randn(3, OBS), batch_size=[3]))["state_value"].shape == (3, 1)
 
 
+def test_latent_actor_nested_keys():
+    actor = make_latent_actor(OBS, ACT, observation_key=("agent", "obs"), latent_key=("agent", "latent"))
+    td = actor(TensorDict({"agent": {"obs": torch.randn(3, OBS)}}, batch_size=[3]))
+    assert set(td["agent"].keys()) == {"obs", "latent", "latent_loc", "latent_scale", "latent_log_prob"}
+    assert actor.log_prob_keys == [("agent", "latent_log_prob")]
+
+
 # ----------------------------------------------------------------------------- normaliser
 def test_observation_normalizer_running_stats_are_exact():
     data = torch.randn(1000, 4, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.1, 2.0]) + 3
@@ -88,6 +96,17 @@ def test_observation_normalizer_running_stats_are_exact():
     assert torch.equal(norm(torch.ones(4)), torch.ones(4))
     with pytest.raises(ValueError, match="non-finite"):
         norm.update(torch.tensor([[float("nan"), 0.0, 0.0, 0.0]]))
+
+
+def test_observation_normalizer_keeps_exact_moments_through_dtype_casts():
+    norm = ObservationNormalizer(2)
+    norm.update(torch.randn(10_000, 2) + 1000.0)
+    mean = norm._mean.clone()
+    norm.half()
+    assert norm.loc.dtype == torch.float16 and norm._mean.dtype == torch.float64
+    assert torch.equal(norm._mean, mean) and int(norm.count) == 10_000
+    norm.double().update(torch.randn(10, 2) + 1000.0)
+    assert int(norm.count) == 10_010
 
 
 # ----------------------------------------------------------------------------- identity
@@ -140,6 +159,20 @@ def test_diffusion_sampler_is_ddim_with_epsilon_prediction():
 def test_cosine_schedule_values():
     expected = [1.0, 0.97209, 0.89871, 0.78691, 0.64748, 0.49384, 0.34081, 0.20312, 0.09405, 0.02409]
     torch.testing.assert_close(DiffusionDecoderModule(3, 2).alpha_bar, torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_state_dict_carries_the_sampler_settings():
+    with pytest.raises(ValueError, match=r"saved with sampler settings \{'num_diffusion_steps': 20\}"):
+        DiffusionDecoderModule(OBS, ACT).load_state_dict(DiffusionDecoderModule(OBS, ACT, num_diffusion_steps=20).state_dict())
+    with pytest.raises(ValueError, match="num_steps"):
+        FlowDecoderModule(OBS, ACT, num_steps=10).load_state_dict(FlowDecoderModule(OBS, ACT, num_steps=4).state_dict())
+
+
+def test_diffusion_schedule_is_exact_in_float64():
+    decoder = DiffusionDecoderModule(OBS, ACT).double()
+    assert decoder.alpha_bar.dtype == torch.float64
+    torch.testing.assert_close(decoder.alpha_bar[1:], cosine_alpha_bar(10)[1:], atol=0, rtol=1e-15)
+    assert decoder.float().skip_coef.dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------- round trips, dtype, compile

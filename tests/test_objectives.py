@@ -47,6 +47,7 @@ def test_flow_matching_loss_is_the_cfm_objective():
     """With num_noise_samples draws fixed by the seed, the loss equals the formula written out."""
     decoder = FlowDecoderModule(OBS, ACT)
     loss_fn = FlowMatchingLoss(decoder, num_noise_samples=4)
+    decoder.observation_norm.update(torch.randn(64, OBS) * 3)  # after the loss is built: must be seen by it
     data = _batch(16)
     torch.manual_seed(3)
     value = loss_fn(data)["loss_flow_matching"]
@@ -56,6 +57,40 @@ def test_flow_matching_loss_is_the_cfm_objective():
     x_t = t * eps + (1 - t) * a
     v = decoder.velocity(data["observation"].unsqueeze(-2).expand(16, 4, OBS), x_t, t)
     torch.testing.assert_close(value, ((v - (eps - a)) ** 2).mean())
+
+
+def test_diffusion_loss_is_the_ddpm_objective():
+    decoder = DiffusionDecoderModule(OBS, ACT)
+    loss_fn = DiffusionLoss(decoder, num_noise_samples=4)
+    decoder.observation_norm.update(torch.randn(64, OBS) * 3)
+    data = _batch(16)
+    torch.manual_seed(3)
+    value = loss_fn(data)["loss_diffusion"]
+    torch.manual_seed(3)
+    eps = torch.randn(16, 4, ACT)
+    t = torch.randint(1, 10, (16, 4, 1))
+    abar = torch.tensor(
+        [1.0, 0.97209, 0.89871, 0.78691, 0.64748, 0.49384, 0.34081, 0.20312, 0.09405, 0.02409]
+    )[t]
+    x_t = abar.sqrt() * data["action"].unsqueeze(-2) + (1 - abar).sqrt() * eps
+    predicted = decoder.predict_noise(data["observation"].unsqueeze(-2).expand(16, 4, OBS), x_t, t)
+    torch.testing.assert_close(value, ((predicted - eps) ** 2).mean(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("decoder_cls,loss_cls,name", LOSSES)
+def test_reset_parameters_recursive_gives_a_fresh_lecun_decoder(decoder_cls, loss_cls, name):
+    decoder = decoder_cls.identity(OBS, ACT)
+    decoder.observation_norm.update(torch.randn(64, OBS) * 3 + 2)
+    loss_fn = loss_cls(decoder)
+    loss_fn.reset_parameters_recursive()
+    z = torch.randn(4, ACT)
+    assert not torch.equal(decoder.decode(torch.randn(4, OBS), z), z)  # no longer the identity
+    assert torch.equal(decoder.observation_norm.loc, torch.zeros(OBS)) and int(decoder.observation_norm.count) == 0
+    for layer in decoder.modules():
+        if isinstance(layer, torch.nn.Linear):
+            bound = math.sqrt(3.0 / layer.in_features)
+            assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.8 * bound
+            assert torch.count_nonzero(layer.bias) == 0
 
 
 @pytest.mark.parametrize("decoder_cls,loss_cls,name", LOSSES)

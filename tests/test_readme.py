@@ -2,6 +2,8 @@
 import pathlib
 import re
 
+import torch
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -13,3 +15,6 @@ def test_readme_example_runs():
     exec(compile(blocks[0], str(README), "exec"), namespace)
     data = namespace["data"]
     assert data.numel() == 200 and "latent_log_prob" in data.keys()
+    assert torch.equal(data["action"], data["latent"])  # collected through the identity decoder
+    decoder = namespace["decoder"]
+    assert not torch.equal(decoder.decode(data["observation"], data["latent"]), data["latent"])  # refit moved it

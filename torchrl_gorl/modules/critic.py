@@ -8,7 +8,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.modules import ValueOperator
 
-from torchrl_gorl.modules._utils import check_last_dim, check_positive, make_mlp
+from torchrl_gorl.modules._utils import check_last_dim, check_positive, lecun_uniform_, make_mlp
 
 
 class ValueNetwork(nn.Module):
@@ -34,6 +34,10 @@ class ValueNetwork(nn.Module):
         if self.observation_norm is not None:
             observation = self.observation_norm(observation)
         return self.mlp(observation)
+
+    def reset_parameters(self) -> None:
+        """LeCun-uniform weights, zero biases (called last by ``reset_parameters_recursive``)."""
+        lecun_uniform_(self.mlp)
 
 
 def make_value_network(

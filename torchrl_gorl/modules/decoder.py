@@ -14,6 +14,7 @@ from torchrl_gorl.modules._utils import (
     check_last_dim,
     check_num_cells,
     check_positive,
+    lecun_uniform_,
     make_mlp,
     sinusoidal_time_embedding,
 )
@@ -67,6 +68,10 @@ class ConditionalDecoderNetwork(nn.Module):
     @property
     def output_layer(self) -> nn.Linear:
         return self.trunk[-1][-1]
+
+    def reset_parameters(self) -> None:
+        """LeCun-uniform weights, zero biases (called last by ``reset_parameters_recursive``)."""
+        lecun_uniform_(self)
 
     def condition(self, observation: torch.Tensor) -> torch.Tensor:
         """Observation term of the first layer (bias included), computed once per sampler call."""
@@ -153,6 +158,21 @@ class GenerativeDecoder(TensorDictModuleBase):
 
     def _sample(self, observation: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def sampler_config(self) -> dict[str, int]:
+        """Settings of the sampler that the weights only make sense with (saved in the ``state_dict``)."""
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, int]:
+        return self.sampler_config()
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        # weights trained for one schedule silently give another map under a different one
+        if state != self.sampler_config():
+            raise ValueError(
+                f"{type(self).__name__}: the state_dict was saved with sampler settings {state}, "
+                f"this decoder has {self.sampler_config()}."
+            )
 
     @dispatch(auto_batch_size=False)
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -63,15 +63,33 @@ class DiffusionDecoderModule(GenerativeDecoder):
             raise ValueError(f"num_diffusion_steps must be at least 2, got {num_diffusion_steps}.")
         super().__init__(observation_dim, action_dim, **kwargs)
         self.num_diffusion_steps = num_diffusion_steps
-        alpha_bar = cosine_alpha_bar(num_diffusion_steps)
+        self._register_schedule(self.observation_norm.loc.dtype, self.observation_norm.loc.device)
+
+    def _register_schedule(self, dtype: torch.dtype, device: torch.device) -> None:
+        """Schedule buffers, computed in float64 and cast once, so a ``.double()`` decoder is exact too.
+
+        They derive from ``num_diffusion_steps`` and are not saved in the ``state_dict``.
+        """
+        alpha_bar = cosine_alpha_bar(self.num_diffusion_steps)
         ratio = (alpha_bar[:-1] / alpha_bar[1:]).sqrt()  # r_t for t = 1 .. T-1
         step = (1 - alpha_bar[:-1]).sqrt() - ratio * (1 - alpha_bar[1:]).sqrt()  # c_t
-        zero = torch.zeros(1, dtype=torch.float64)  # t = 0 is never a source of a step
-        device = self.observation_norm.loc.device
-        # derived from num_diffusion_steps, so not saved in the state_dict
-        self.register_buffer("alpha_bar", alpha_bar.float().to(device), persistent=False)
-        self.register_buffer("step_coef", torch.cat([zero, step]).float().to(device), persistent=False)
-        self.register_buffer("skip_coef", torch.cat([zero, (1 - ratio) / step]).float().to(device), persistent=False)
+        zero = torch.zeros(1, dtype=torch.float64)  # t = 0 is never the start of a step
+        for name, value in (
+            ("alpha_bar", alpha_bar),
+            ("step_coef", torch.cat([zero, step])),
+            ("skip_coef", torch.cat([zero, (1 - ratio) / step])),
+        ):
+            self.register_buffer(name, value.to(device=device, dtype=dtype), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        weight = self.network.input_layer.weight
+        if weight.dtype.is_floating_point:  # recomputed rather than cast, which would round
+            self._register_schedule(weight.dtype, weight.device)
+        return self
+
+    def sampler_config(self) -> dict[str, int]:
+        return {"num_diffusion_steps": self.num_diffusion_steps}
 
     def predict_noise(self, observation: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``eps_hat(s, x_t, t)`` for a raw observation; ``t`` is an integer tensor in ``[1, T - 1]``

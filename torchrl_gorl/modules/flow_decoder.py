@@ -62,5 +62,8 @@ class FlowDecoderModule(GenerativeDecoder):
             x = x + dt * self.network.forward_features(condition, x, time_features[k])
         return x
 
+    def sampler_config(self) -> dict[str, int]:
+        return {"num_steps": self.num_steps}
+
     def extra_repr(self) -> str:
         return f"observation_dim={self.observation_dim}, action_dim={self.action_dim}, num_steps={self.num_steps}"

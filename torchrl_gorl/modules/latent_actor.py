@@ -12,7 +12,7 @@ from torchrl.data import Composite, Unbounded
 from torchrl.envs.utils import ExplorationType
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
-from torchrl_gorl.modules._utils import check_last_dim, check_positive, make_mlp
+from torchrl_gorl.modules._utils import check_last_dim, check_positive, lecun_uniform_, make_mlp
 
 
 class GaussianParamHead(nn.Module):
@@ -73,6 +73,17 @@ class LatentPolicyNetwork(nn.Module):
             observation = self.observation_norm(observation)
         return self.head(self.mlp(observation))
 
+    def reset_parameters(self) -> None:
+        """LeCun-uniform weights, zero biases (called last by ``reset_parameters_recursive``)."""
+        lecun_uniform_(self.mlp)
+
+
+def _suffixed(key: NestedKey, suffix: str) -> NestedKey:
+    """``"latent" -> "latent_loc"``, ``("agent", "latent") -> ("agent", "latent_loc")``."""
+    if isinstance(key, str):
+        return f"{key}_{suffix}"
+    return (*key[:-1], f"{key[-1]}_{suffix}")
+
 
 def make_latent_actor(
     observation_dim: int,
@@ -92,7 +103,7 @@ def make_latent_actor(
 
     The actor reads ``observation_key`` and writes ``latent_key``, its log-probability under
     ``"<latent_key>_log_prob"`` (see ``actor.log_prob_keys``) and the distribution parameters
-    ``"latent_loc"`` / ``"latent_scale"``. The distribution is an
+    ``"<latent_key>_loc"`` / ``"<latent_key>_scale"``. The distribution is an
     :class:`~torchrl.modules.IndependentNormal` with no squashing (the decoder starts its ODE
     from the raw latent), so the log-probability is summed over latent dimensions and the entropy
     is analytic. Under ``ExplorationType.DETERMINISTIC`` the latent is the mean; the default
@@ -135,10 +146,11 @@ def make_latent_actor(
         scale_max=scale_max,
         device=device,
     )
-    module = TensorDictModule(network, in_keys=[observation_key], out_keys=["latent_loc", "latent_scale"])
+    loc_key, scale_key = _suffixed(latent_key, "loc"), _suffixed(latent_key, "scale")
+    module = TensorDictModule(network, in_keys=[observation_key], out_keys=[loc_key, scale_key])
     return ProbabilisticActor(
         module,
-        in_keys={"loc": "latent_loc", "scale": "latent_scale"},
+        in_keys={"loc": loc_key, "scale": scale_key},
         out_keys=[latent_key],
         spec=Composite({latent_key: Unbounded(shape=(latent_dim,), device=device)}),
         distribution_class=IndependentNormal,

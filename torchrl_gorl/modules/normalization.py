@@ -48,7 +48,7 @@ class ObservationNormalizer(nn.Module):
         self.min_scale = min_scale
         self.register_buffer("loc", torch.zeros(observation_dim))
         self.register_buffer("scale", torch.ones(observation_dim))
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.int64))
         self.register_buffer("_mean", torch.zeros(observation_dim, dtype=torch.float64))
         self.register_buffer("_m2", torch.zeros(observation_dim, dtype=torch.float64))
 
@@ -68,15 +68,29 @@ class ObservationNormalizer(nn.Module):
             return
         mean_b = batch.mean(0)
         m2_b = ((batch - mean_b) ** 2).sum(0)
-        n_a = self.count.clone()
+        n_a = self.count.to(self._mean.dtype)
         n = n_a + n_b
         delta = mean_b - self._mean
         self._mean.add_(delta * (n_b / n))
         self._m2.add_(m2_b + delta.pow(2) * (n_a * n_b / n))
-        self.count.copy_(n)
+        self.count.add_(n_b)
         # in-place writes keep storage shared with functional copies (TensorDictParams)
         self.loc.copy_(self._mean)
         self.scale.copy_((self._m2 / n).sqrt().clamp_min(self.min_scale))
+
+    def _apply(self, fn, recurse=True):
+        # a dtype cast (.float(), .half(), .double()) must not round the running moments
+        mean, m2 = self._mean, self._m2
+        super()._apply(fn, recurse)
+        device = self._mean.device
+        if self._mean.dtype != torch.float64 and device.type != "mps":
+            self._mean = mean.to(device=device, dtype=torch.float64)
+            self._m2 = m2.to(device=device, dtype=torch.float64)
+        return self
+
+    def reset_parameters(self) -> None:
+        """Same as :meth:`reset` (the name ``reset_parameters_recursive`` looks for)."""
+        self.reset()
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -88,4 +102,4 @@ class ObservationNormalizer(nn.Module):
         self._m2.zero_()
 
     def extra_repr(self) -> str:
-        return f"observation_dim={self.observation_dim}, count={int(self.count.item())}"
+        return f"observation_dim={self.observation_dim}"

@@ -1,0 +1,39 @@
+"""The GoRL policy in TorchRL's multi-process collector: weights and statistics reach the workers."""
+import functools
+
+import torch
+from torchrl.collectors import Collector
+
+from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+from torchrl_gorl.envs import make_env
+
+
+def test_multi_sync_collector_syncs_decoder_weights_and_statistics():
+    actor, decoder = make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6)
+    policy = make_gorl_policy(actor, decoder)
+    collector = Collector(
+        [functools.partial(make_env, "cheetah-run", 2)] * 2,
+        policy,
+        num_collectors=2,
+        sync=True,
+        frames_per_batch=200,
+        total_frames=-1,
+        auto_register_policy_transforms=False,
+    )
+    try:
+        batches = iter(collector)
+        data = next(batches)
+        assert data.shape[-1] * data.shape[:-1].numel() == 200
+        assert torch.equal(data["action"], data["latent"])  # the workers run the identity decoder
+        # a "refit": new weights loaded in place and new observation statistics, then a sync
+        trained = FlowDecoderModule(17, 6)
+        trained.observation_norm.update(torch.randn(500, 17) * 2 + 1)
+        decoder.load_state_dict(trained.state_dict())
+        collector.update_policy_weights_()
+        data = next(batches)
+        with torch.no_grad():
+            expected = decoder.decode(data["observation"], data["latent"])
+        torch.testing.assert_close(data["action"], expected)
+        assert not torch.equal(data["action"], data["latent"])
+    finally:
+        collector.shutdown()
