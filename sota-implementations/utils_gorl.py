@@ -2,10 +2,12 @@
 factories, the collector, the PPO update, decoder data and refits, evaluation, logging, checkpoints."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
 import pathlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +34,7 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
+from torchrl_gorl.training import evaluate_policy, get_rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger("gorl")
 
@@ -286,9 +289,10 @@ class LatentPPO:
     """TorchRL's GAE + ClipPPOLoss (on the latent) + the latent regulariser, with one Adam over actor and
     critic and a joint global-norm gradient clip, as the reference."""
 
-    def __init__(self, cfg: DictConfig, actor, critic, gamma: float, device: torch.device) -> None:
+    def __init__(self, cfg: DictConfig, actor, critic, gamma: float, device: torch.device,
+                 observation_norm: ObservationNormalizer | None = None) -> None:
         self.cfg = cfg
-        self.actor, self.critic = actor, critic
+        self.actor, self.critic, self.observation_norm = actor, critic, observation_norm
         self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False, device=device)
         self.loss = make_latent_ppo_loss(
             actor,
@@ -460,3 +464,157 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
         b = OmegaConf.to_container(b) if isinstance(b, ListConfig) else b
         if a != b:
             raise ValueError(f"config key {key} = {a!r} does not match the resumed checkpoint's {b!r}.")
+
+
+# --------------------------------------------------------------------------- the run: PPO stages, evaluation, checkpoints
+class EncoderRun:
+    """State and bookkeeping of one training run: env-step counters, the best encoder of the current
+    stage, evaluation, logging and checkpoints. ``gorl_ppo.py`` and ``ppo_gaussian.py`` share it; the
+    scripts keep the algorithm (what happens between stages)."""
+
+    def __init__(self, cfg: DictConfig, *, algo: str, task: str, device: torch.device, dims: tuple[int, int],
+                 policy, actor, critic, ppo: LatentPPO, collector, eval_env, decoder=None) -> None:
+        self.cfg, self.task, self.device, self.dims = cfg, task, device, dims
+        self.policy, self.actor, self.critic, self.decoder = policy, actor, critic, decoder
+        self.ppo, self.collector, self.eval_env = ppo, collector, eval_env
+        self.batches = iter(collector)
+        self.seed = cfg.env.seed
+        self.progress = {"stage": 0, "iteration": 0, "frames_encoder": 0, "frames_decoder_data": 0, "frames_eval": 0,
+                         "best_return": -float("inf"), "eval_rows": [], "stage_starts": [0], "refits": [],
+                         "wall_time": 0.0}
+        self.best_encoder = None
+        self.logger = RunLogger(cfg, algo, task)
+        self.logger.eval_rows = self.progress["eval_rows"]  # one list: checkpoints carry the history
+        self.start = time.time()
+        self.last_checkpoint = 0
+        self.pbar = None
+
+    # -- counters
+    def total_frames(self) -> int:
+        return self.progress["frames_encoder"] + self.progress["frames_decoder_data"]
+
+    def add_frames(self, kind: str, n: int) -> None:
+        self.progress[f"frames_{kind}"] += n
+        if self.pbar is not None and kind != "eval":
+            self.pbar.update(n)
+
+    # -- checkpoints
+    def checkpoint(self, name: str) -> None:
+        self.progress["wall_time"] = time.time() - self.start
+        state = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True), "dims": list(self.dims),
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "decoder": None if self.decoder is None else self.decoder.state_dict(),
+            "ppo": self.ppo.state_dict(), "best_encoder": self.best_encoder, "progress": self.progress,
+            "rng": get_rng_state(),
+        }
+        save_checkpoint(state, f"{self.cfg.checkpoint.dir}/{name if self.cfg.checkpoint.keep_all else 'latest'}.pt")
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.actor.load_state_dict(saved["actor"])
+        self.critic.load_state_dict(saved["critic"])
+        if self.decoder is not None:
+            self.decoder.load_state_dict(saved["decoder"])
+        self.ppo.load_state_dict(saved["ppo"])
+        self.progress, self.best_encoder = saved["progress"], saved["best_encoder"]
+        self.logger.eval_rows = self.progress["eval_rows"]
+        self.start = time.time() - self.progress["wall_time"]
+        self.last_checkpoint = self.progress["frames_encoder"]
+        set_rng_state(saved["rng"])
+        self.collector.update_policy_weights_()
+        log.info("resumed at stage %d, iteration %d", self.progress["stage"], self.progress["iteration"])
+
+    # -- evaluation
+    def evaluate(self, stage: int, iteration: int) -> dict[str, float]:
+        """Deterministic evaluation; keeps the encoder if it is the stage's best (ties: the later one)."""
+        cfg, progress = self.cfg, self.progress
+        result = evaluate_policy(self.eval_env, self.policy, num_episodes=cfg.eval.num_episodes,
+                                 seed=batch_seed(self.seed, stage, len(progress["eval_rows"]), kind=3))
+        self.add_frames("eval", result["frames"])
+        row = {"stage": stage, "iteration": iteration, "frames_encoder": progress["frames_encoder"],
+               "frames_decoder_data": progress["frames_decoder_data"], "frames_total": self.total_frames(),
+               "frames_eval": progress["frames_eval"], **{k: v for k, v in result.items() if k != "frames"}}
+        self.logger.log_eval(row)
+        if result["return_mean"] >= progress["best_return"] - 1e-6:
+            progress["best_return"] = result["return_mean"]
+            self.best_encoder = copy.deepcopy({"actor": self.actor.state_dict(), "critic": self.critic.state_dict()})
+        log.info("stage %d iteration %d: eval return %.1f +- %.1f (env steps %d)",
+                 stage, iteration, result["return_mean"], result["return_std"], self.total_frames())
+        return result
+
+    def load_best_encoder(self) -> None:
+        self.actor.load_state_dict(self.best_encoder["actor"])
+        self.critic.load_state_dict(self.best_encoder["critic"])
+        self.collector.update_policy_weights_()
+
+    # -- one stage of PPO
+    def start_stage(self, stage: int, hparams: dict[str, float], initial_encoder: dict[str, Any] | None) -> None:
+        """Per-stage settings; on a fresh stage, optionally the initial encoder back and a new optimiser."""
+        self.ppo.set_stage(hparams)
+        if self.progress["iteration"] > 0:  # resumed mid-stage
+            return
+        if initial_encoder is not None:
+            self.actor.load_state_dict(initial_encoder["actor"])
+            self.critic.load_state_dict(initial_encoder["critic"])
+        self.ppo.reset_optimizer()
+        self.progress["best_return"], self.best_encoder = -float("inf"), None
+        self.collector.update_policy_weights_()
+
+    def train_stage(self, stage: int, num_iterations: int, num_evals: int, hparams: dict[str, float]) -> None:
+        """PPO iterations from where the run stands, evaluated at spread-out iterations and after the last."""
+        cfg, progress = self.cfg, self.progress
+        evals = eval_points(num_iterations, num_evals)
+        for iteration in range(progress["iteration"], num_iterations):
+            if iteration in evals:
+                self.evaluate(stage, iteration)
+            data = collect(self.collector, self.batches, batch_seed(self.seed, stage, iteration, kind=1), self.device)
+            metrics = {**train_episode_metrics(data), **self.ppo.update(data)}
+            # statistics move after the update, so stored log-probs always match the collecting policy
+            if self.ppo.observation_norm is not None:
+                self.ppo.observation_norm.update(data["observation"])
+            self.collector.update_policy_weights_()
+            self.add_frames("encoder", data.numel())
+            progress["iteration"] = iteration + 1
+            metrics.update({"stage": stage, "frames/encoder": progress["frames_encoder"],
+                            "frames/decoder_data": progress["frames_decoder_data"],
+                            "frames/eval": progress["frames_eval"], "frames/total": self.total_frames(),
+                            "train/clip_epsilon": hparams["clip_epsilon"],
+                            "time/fps": self.total_frames() / (time.time() - self.start)})
+            self.logger.log(metrics, self.total_frames())
+            interval = cfg.checkpoint.interval_frames
+            if interval and progress["frames_encoder"] - self.last_checkpoint >= interval:
+                self.last_checkpoint = progress["frames_encoder"]
+                self.checkpoint(f"stage{stage}_iter{iteration + 1:05d}")
+        self.evaluate(stage, num_iterations)  # the last update is evaluated too (the reference skips it)
+
+    def end_stage(self, stage: int, num_stages: int) -> None:
+        self.progress["stage"], self.progress["iteration"] = stage + 1, 0
+        if stage + 1 < num_stages:
+            self.progress["stage_starts"].append(self.total_frames())
+        self.checkpoint(f"stage{stage}_end")
+
+    # -- end of run
+    def finish(self, title: str, **extra: Any) -> dict[str, Any]:
+        """Evaluates the deployed policy on fresh episodes (the in-stage maximum that picked it is
+        optimistically biased), writes eval.csv, summary.json and the learning curve."""
+        final = evaluate_policy(self.eval_env, self.policy, num_episodes=self.cfg.eval.num_episodes,
+                                seed=batch_seed(self.seed, 99, 0, kind=5))
+        self.add_frames("eval", final["frames"])
+        if self.pbar is not None:
+            self.pbar.close()
+        self.collector.shutdown()
+        self.eval_env.close()
+        wall = time.time() - self.start
+        p = self.progress
+        summary = {
+            **extra, "task": self.task, "seed": self.seed,
+            "final_return": final["return_mean"], "final_return_std": final["return_std"],
+            "best_eval_return": max(r["return_mean"] for r in self.logger.eval_rows),
+            "frames_encoder": p["frames_encoder"], "frames_decoder_data": p["frames_decoder_data"],
+            "frames_total": self.total_frames(), "frames_eval": p["frames_eval"],
+            "wall_time_s": wall, "fps": (self.total_frames() + p["frames_eval"]) / wall, "refits": p["refits"],
+        }
+        self.logger.write_outputs(summary, title, p["stage_starts"][1:])
+        log.info("done: final return %.1f (best eval %.1f), %d env steps in %.0f s",
+                 summary["final_return"], summary["best_eval_return"], summary["frames_total"], wall)
+        return summary
