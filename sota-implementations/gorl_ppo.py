@@ -23,42 +23,32 @@ from omegaconf import DictConfig
 from tensordict import TensorDict
 
 from torchrl_gorl import make_gorl_policy
-from torchrl_gorl.envs import make_env, task_id
-from torchrl_gorl.training import load_checkpoint, refit_decoder
+from torchrl_gorl.envs import make_env
+from torchrl_gorl.training import refit_decoder
 from utils_gorl import (
     batch_seed,
     check_resume_compatible,
     collect,
     EncoderRun,
     env_dims,
-    get_device,
     iterations_per_stage,
     LatentPPO,
     make_collector,
     make_decoder,
     make_decoder_loss,
     make_encoder,
-    quiet_logs,
     refit_stages,
-    resolve_gamma,
-    seed_everything,
-    set_threads,
+    setup,
     stage_hparams,
     total_interaction_frames,
-    validate_config,
 )
 
 
 @hydra.main(config_path="config", config_name="gorl_ppo", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config
-    quiet_logs()
-    validate_config(cfg)
-    set_threads(cfg.num_threads)
-    device = get_device(cfg.device)
-    task, gamma, seed = task_id(cfg.env.task), resolve_gamma(cfg), cfg.env.seed
-    seed_everything(seed)
-    saved = load_checkpoint(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
+    device, task, gamma, saved = setup(cfg, with_decoder=True)
+    seed = cfg.env.seed
 
     # ---------------------------------------------------------------- models
     obs_dim, act_dim = env_dims(task)

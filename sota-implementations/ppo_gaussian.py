@@ -15,37 +15,26 @@ import hydra
 import tqdm
 from omegaconf import DictConfig
 
-from torchrl_gorl.envs import make_env, task_id
-from torchrl_gorl.training import load_checkpoint
+from torchrl_gorl.envs import make_env
 from utils_gorl import (
     check_resume_compatible,
     EncoderRun,
     env_dims,
     frames_per_iteration,
-    get_device,
     LatentPPO,
     make_collector,
     make_encoder,
-    quiet_logs,
-    resolve_gamma,
-    seed_everything,
-    set_threads,
+    setup,
     stage_hparams,
     total_interaction_frames,
-    validate_config,
 )
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config
-    quiet_logs()
-    validate_config(cfg, with_decoder=False)
-    set_threads(cfg.num_threads)
-    device = get_device(cfg.device)
-    task, gamma, seed = task_id(cfg.env.task), resolve_gamma(cfg), cfg.env.seed
-    seed_everything(seed)
-    saved = load_checkpoint(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
+    device, task, gamma, saved = setup(cfg, with_decoder=False)
+    seed = cfg.env.seed
     num_iterations = total_interaction_frames(cfg) // frames_per_iteration(cfg)  # GoRL's whole budget
 
     # ---------------------------------------------------------------- models

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
@@ -34,7 +34,7 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
-from torchrl_gorl.training import evaluate_policy, get_rng_state, save_checkpoint, set_rng_state
+from torchrl_gorl.training import evaluate_policy, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 
 log = logging.getLogger("gorl")
 
@@ -195,6 +195,16 @@ def set_threads(num_threads: int | None) -> None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"config key num_threads must be a positive integer or null, got {num_threads!r}.")
         torch.set_num_threads(num_threads)
+
+
+def setup(cfg: DictConfig, *, with_decoder: bool) -> tuple[torch.device, str, float, dict[str, Any] | None]:
+    """Checks the config, sets threads and seeds; returns the device, task, discount and the checkpoint to resume."""
+    quiet_logs()
+    validate_config(cfg, with_decoder=with_decoder)
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.env.seed)
+    saved = load_checkpoint(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
+    return get_device(cfg.device), task_id(cfg.env.task), resolve_gamma(cfg), saved
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,6 @@
 """TanhActionTransform on a real dm_control env: the env gets tanh(a), the rollout keeps a."""
 import pytest
 import torch
-from tensordict import TensorDict
 from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import CatTensors, Compose, DMControlEnv, DoubleToFloat, InitTracker, TransformedEnv
