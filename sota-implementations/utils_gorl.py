@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import json
 import logging
 import pathlib
@@ -99,6 +100,9 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
     _choice(cfg, "ppo.latent_prior", ["l2", "kl"])
     _choice(cfg, "ppo.loss_critic_type", ["l1", "l2", "smooth_l1"])
     _choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
+    if cfg.logger.backend == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError('config key logger.backend=tensorboard needs the tensorboard package: pip install -e ".[tensorboard]".')
+    _choice(cfg, "logger.wandb_mode", ["online", "offline", "disabled"])
     _choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
     if not 0 < cfg.refit.val_fraction < 1:
         raise ValueError(f"config key refit.val_fraction must be in (0, 1), got {cfg.refit.val_fraction!r}.")
@@ -493,7 +497,9 @@ class EncoderRun:
                          "best_return": -float("inf"), "eval_rows": [], "stage_starts": [0], "refits": [],
                          "wall_time": 0.0}
         self.best_encoder = None
+        rng = get_rng_state()
         self.logger = RunLogger(cfg, algo, task)
+        set_rng_state(rng)  # logging backends (wandb) draw random numbers: results must not depend on them
         self.logger.eval_rows = self.progress["eval_rows"]  # one list: checkpoints carry the history
         self.start = time.time()
         self.last_checkpoint = 0

@@ -32,8 +32,10 @@ def smoke_run(tmp_path_factory):
 
 def test_gorl_stage_zero_is_exactly_gaussian_ppo(smoke_run, tmp_path):
     """With the identity decoder, GoRL's stage 0 and the Gaussian baseline train the same policy."""
-    result = _run("ppo_gaussian.py", tmp_path)
+    # wandb (offline) here and csv for GoRL: the logging backend must not change the results
+    result = _run("ppo_gaussian.py", tmp_path, "logger.backend=wandb", "logger.wandb_mode=offline")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
     gorl = (smoke_run / "eval.csv").read_text().splitlines()[:4]  # header + stage 0's three evaluations
     gaussian = (tmp_path / "eval.csv").read_text().splitlines()[:4]
     assert gorl == gaussian
