@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- collector and eval env
     collector = make_collector(cfg, task, policy, device)
-    eval_env = make_env(task, cfg.eval.num_envs)
+    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
 
     # ---------------------------------------------------------------- losses
     ppo = LatentPPO(cfg, actor, critic, gamma, device, observation_norm)

@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- collector and eval env
     collector = make_collector(cfg, task, actor, device)
-    eval_env = make_env(task, cfg.eval.num_envs)
+    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
 
     # ---------------------------------------------------------------- loss
     ppo = LatentPPO(cfg, actor, critic, gamma, device, observation_norm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import importlib.util
 import json
 import logging
@@ -35,6 +36,7 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
+from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
 from torchrl_gorl.training import evaluate_policy, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 
 log = logging.getLogger("gorl")
@@ -88,8 +90,14 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
                 "ppo.num_minibatches", "schedule.num_stages", "schedule.decoder_data_iterations",
                 "refit.batch_size", "refit.max_epochs", "refit.patience", "refit.num_noise_samples"):
         _positive_int(cfg, key)
-    if not isinstance(cfg.collector.num_workers, int) or cfg.collector.num_workers < 0:
-        raise ValueError(f"config key collector.num_workers must be a non-negative integer, got {cfg.collector.num_workers!r}.")
+    workers = cfg.collector.num_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"config key collector.num_workers must be a non-negative integer, got {workers!r}.")
+    if workers and cfg.collector.num_envs % workers:
+        raise ValueError(
+            f"config key collector.num_envs = {cfg.collector.num_envs} must be a multiple of collector.num_workers = {workers}."
+        )
+    _choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
     for key in ("ppo.lr", "refit.lr"):
         _positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
@@ -270,11 +278,10 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
         storing_device=device,
         auto_register_policy_transforms=False,
     )
+    backend = cfg.collector.env_backend
     if workers == 0:
-        return Collector(make_env(task, num_envs), policy, **common)
-    if num_envs % workers:
-        raise ValueError(f"config key collector.num_envs = {num_envs} must be a multiple of collector.num_workers = {workers}.")
-    create = EnvCreator(lambda: make_env(task, num_envs // workers))
+        return Collector(make_env(task, num_envs, backend=backend), policy, **common)
+    create = EnvCreator(functools.partial(make_env, task, num_envs // workers, backend=backend))
     return Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
 
 

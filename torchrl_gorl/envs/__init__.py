@@ -1,4 +1,5 @@
 """Environment pieces for GoRL."""
+from torchrl_gorl.envs.batched_dm_control import BatchedDMControlEnv
 from torchrl_gorl.envs.dm_control import (
     default_gamma,
     EPISODE_LENGTH,
@@ -11,6 +12,7 @@ from torchrl_gorl.envs.dm_control import (
 from torchrl_gorl.envs.transforms import TanhActionTransform
 
 __all__ = [
+    "BatchedDMControlEnv",
     "EPISODE_LENGTH",
     "PAPER_TASKS",
     "TanhActionTransform",

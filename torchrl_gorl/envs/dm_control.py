@@ -98,22 +98,36 @@ def make_single_env(name: str) -> TransformedEnv:
     )
 
 
-def make_env(name: str, num_envs: int = 1, *, parallel: bool = False, seed: int | None = None) -> EnvBase:
-    """``num_envs`` copies of :func:`make_single_env` in a ``SerialEnv`` (or ``ParallelEnv``), plus
-    ``InitTracker``, ``StepCounter`` and ``RewardSum`` on the batch.
+BACKENDS = ("batched", "serial", "parallel")
+
+
+def make_env(name: str, num_envs: int = 1, *, backend: str = "batched", seed: int | None = None) -> EnvBase:
+    """``num_envs`` dm_control envs as one batched TorchRL env with a flat ``"observation"``, the ``tanh``
+    squash on the action, and ``InitTracker``, ``StepCounter`` and ``RewardSum``.
 
     Args:
         name (str): task name, see :func:`resolve_task`.
         num_envs (int): batch size.
 
     Keyword Args:
-        parallel (bool): one process per env instead of stepping them in this process.
-        seed (int, optional): seed of the first env (TorchRL derives the others).
+        backend (str): ``"batched"`` (default): one :class:`BatchedDMControlEnv` stepping all envs in
+            this process, the fast path; ``"serial"`` / ``"parallel"``: TorchRL's standard
+            ``SerialEnv`` / ``ParallelEnv`` of :func:`make_single_env`. All give the same values.
+        seed (int, optional): seed of the first env.
     """
+    from torchrl_gorl.envs.batched_dm_control import BatchedDMControlEnv
+
     resolve_task(name)  # fail here, with a clear message, rather than in a worker
-    if num_envs < 1:
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
-    batched_cls = ParallelEnv if parallel else SerialEnv
+    if backend == "batched":
+        return TransformedEnv(
+            BatchedDMControlEnv(name, num_envs, seed=seed),
+            Compose(TanhActionTransform(), InitTracker(), StepCounter(), RewardSum()),
+        )
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    batched_cls = ParallelEnv if backend == "parallel" else SerialEnv
     env = batched_cls(num_envs, EnvCreator(functools.partial(make_single_env, name)), serial_for_single=True)
     env = TransformedEnv(env, Compose(InitTracker(), StepCounter(), RewardSum()))
     if seed is not None:

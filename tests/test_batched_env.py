@@ -1,0 +1,98 @@
+"""BatchedDMControlEnv: same values as DMControlEnv, partial resets, seeding, collectors, errors."""
+import functools
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.envs import CatTensors, Compose, DMControlEnv, DoubleToFloat, TransformedEnv
+from torchrl.envs.utils import check_env_specs
+
+from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+from torchrl_gorl.envs import BatchedDMControlEnv, make_env
+
+KEYS = ["observation", "reward", "done", "terminated", "truncated"]
+
+
+def _reference(domain, task, seed):
+    base = DMControlEnv(domain, task)
+    env = TransformedEnv(base, Compose(CatTensors(sorted(base.observation_spec.keys()), "observation"), DoubleToFloat()))
+    env.set_seed(seed)
+    return env
+
+
+@pytest.mark.parametrize("task", ["walker-walk", "ball_in_cup-catch"])
+def test_same_values_as_dmcontrolenv_over_a_full_episode_and_a_reset(task):
+    domain, name = task.split("-")
+    check_env_specs(BatchedDMControlEnv(task, 2))  # its rollout would advance a seeded env
+    env = BatchedDMControlEnv(task, 2, seed=7)
+    refs = [_reference(domain, name, 7 + i) for i in range(2)]
+    assert env.observation_spec["observation"].shape[-1] == refs[0].observation_spec["observation"].shape[-1]
+    td, ref_td = env.reset(), [r.reset() for r in refs]
+    generator = torch.Generator().manual_seed(0)
+    truncations = 0
+    for _ in range(1050):
+        action = torch.rand(2, env.action_dim, generator=generator) * 2 - 1
+        td = env.step(td.set("action", action))
+        ref_td = [r.step(t.set("action", action[i])) for i, (r, t) in enumerate(zip(refs, ref_td))]
+        for i in range(2):
+            for key in KEYS:
+                assert torch.equal(td["next", key][i], ref_td[i]["next", key]), key
+        if td["next", "done"].any():  # the time limit: truncation, not termination
+            assert td["next", "truncated"].all() and not td["next", "terminated"].any()
+            truncations += 1
+            td, ref_td = env.reset(), [r.reset() for r in refs]
+        else:
+            td, ref_td = td["next"].clone(), [t["next"].clone() for t in ref_td]
+    assert truncations == 1
+
+
+def test_partial_reset_and_seeding():
+    env = BatchedDMControlEnv("cheetah-run", 3, seed=1)
+    td = env.reset()
+    for _ in range(5):
+        td = env.step(td.set("action", torch.ones(3, 6)))["next"]
+    moved = td["observation"].clone()
+    reset = env.reset(td.set("_reset", torch.tensor([[False], [True], [False]])))
+    assert torch.equal(reset["observation"][[0, 2]], moved[[0, 2]])  # untouched
+    assert not torch.equal(reset["observation"][1], moved[1])
+    # same seed, same initial states; another seed, others
+    first = BatchedDMControlEnv("cheetah-run", 3, seed=1).reset()["observation"]
+    again = BatchedDMControlEnv("cheetah-run", 3, seed=1).reset()["observation"]
+    other = BatchedDMControlEnv("cheetah-run", 3, seed=2).reset()["observation"]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_collector_with_batched_env_across_two_processes():
+    policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule(17, 6))
+    collector = Collector(
+        [functools.partial(make_env, "cheetah-run", 4)] * 2,
+        policy,
+        num_collectors=2,
+        sync=True,
+        frames_per_batch=400,
+        total_frames=800,
+        auto_register_policy_transforms=False,
+    )
+    try:
+        for data in collector:
+            assert data.numel() == 400
+            assert data["next", "observation"].shape[-1] == 17
+            assert torch.isfinite(data["next", "reward"]).all()
+            with torch.no_grad():  # the workers ran this policy: actions are its decoder's outputs
+                torch.testing.assert_close(data["action"], policy.decoder.decode(data["observation"], data["latent"]))
+    finally:
+        collector.shutdown()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown task 'cheetah-walk'"):
+        BatchedDMControlEnv("cheetah-walk", 2)
+    with pytest.raises(ValueError, match="num_envs must be a positive integer, got 0"):
+        BatchedDMControlEnv("cheetah-run", 0)
+    env = BatchedDMControlEnv("cheetah-run", 2)
+    td = env.reset()
+    with pytest.raises(ValueError, match=r"expects an action of shape \(2, 6\), got \(2, 5\)"):
+        env.step(td.set("action", torch.zeros(2, 5)))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_env("cheetah-run", 2, backend="gpu")

@@ -1,0 +1,160 @@
+"""Many dm_control instances stepped in one process, one TensorDict per batched step."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from torchrl_gorl.envs.dm_control import resolve_task
+
+
+class BatchedDMControlEnv(EnvBase):
+    """``num_envs`` dm_control tasks as one TorchRL env of batch size ``[num_envs]``.
+
+    TorchRL's standard path (``SerialEnv``/``ParallelEnv`` of ``DMControlEnv`` plus ``CatTensors`` and
+    ``DoubleToFloat``) builds and transforms one TensorDict per env per step; on small control tasks that
+    per-step Python and TensorDict work, not the physics, sets the frame rate. This env loops over the
+    dm_control instances itself, writes their observations into one preallocated array and builds a
+    single TensorDict per *batched* step, so the overhead is paid once for all envs and the policy runs
+    once on the whole batch. It is an ordinary :class:`~torchrl.envs.EnvBase`: TorchRL transforms,
+    collectors (single- or multi-process) and ``ParallelEnv`` accept it.
+
+    Observations and values match ``DMControlEnv(domain, task)`` followed by
+    ``CatTensors(sorted keys, "observation")`` and ``DoubleToFloat()``: a flat float32 ``"observation"``
+    (keys in sorted order, scalars as one feature), float32 ``"reward"``, an action ``Bounded`` to the
+    task's range, and the time limit reported as ``truncated=True, terminated=False`` (``done=True``).
+    Env ``i`` is seeded with ``seed + i`` (dm_control's ``task.random``); resets can be partial (the
+    ``"_reset"`` mask TorchRL collectors send).
+
+    Args:
+        task (str): dm_control ``"domain-task"`` or a paper name (see :func:`resolve_task`).
+        num_envs (int): number of dm_control instances.
+
+    Keyword Args:
+        seed (int, optional): seed of env 0; env ``i`` gets ``seed + i``.
+        device: where the TensorDicts are put (physics always runs on the CPU).
+
+    Examples:
+        >>> env = BatchedDMControlEnv("cheetah-run", num_envs=4, seed=0)
+        >>> td = env.rollout(3)
+        >>> td["next", "observation"].shape
+        torch.Size([4, 3, 17])
+    """
+
+    def __init__(
+        self, task: str, num_envs: int, *, seed: int | None = None, device: torch.device | str = "cpu"
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
+        domain, name = resolve_task(task)
+        from dm_control import suite
+
+        super().__init__(batch_size=torch.Size([num_envs]), device=device)
+        self.task_name = f"{domain}-{name}"
+        self._envs = [suite.load(domain, name) for _ in range(num_envs)]
+        obs_spec = self._envs[0].observation_spec()
+        self._obs_keys = sorted(obs_spec)
+        sizes = [max(1, int(np.prod(obs_spec[k].shape))) for k in self._obs_keys]
+        bounds = np.cumsum([0, *sizes])
+        self._obs_slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.observation_dim = int(bounds[-1])
+        act = self._envs[0].action_spec()
+        self.action_dim = int(act.shape[0])
+        self._obs = np.zeros((num_envs, self.observation_dim), dtype=np.float64)
+
+        n = (num_envs,)
+        self.observation_spec = Composite(
+            observation=Unbounded(shape=(*n, self.observation_dim), dtype=torch.float32, device=self.device),
+            shape=n,
+            device=self.device,
+        )
+        self.action_spec = Bounded(
+            low=torch.tensor(act.minimum, dtype=torch.float32).expand(*n, self.action_dim).clone(),
+            high=torch.tensor(act.maximum, dtype=torch.float32).expand(*n, self.action_dim).clone(),
+            shape=(*n, self.action_dim),
+            dtype=torch.float32,
+            device=self.device,
+        )
+        self.reward_spec = Unbounded(shape=(*n, 1), dtype=torch.float32, device=self.device)
+        self.done_spec = Composite(
+            done=Bounded(0, 1, shape=(*n, 1), dtype=torch.bool, device=self.device),
+            terminated=Bounded(0, 1, shape=(*n, 1), dtype=torch.bool, device=self.device),
+            truncated=Bounded(0, 1, shape=(*n, 1), dtype=torch.bool, device=self.device),
+            shape=n,
+            device=self.device,
+        )
+        if seed is not None:
+            self.set_seed(seed)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self._envs)
+
+    def _write_observation(self, i: int, observation) -> None:
+        row = self._obs[i]
+        for key, sl in zip(self._obs_keys, self._obs_slices):
+            row[sl] = np.ravel(observation[key])
+
+    def _observation(self) -> torch.Tensor:
+        return torch.from_numpy(self._obs.astype(np.float32)).to(self.device)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get("action")
+        if action.shape != (self.num_envs, self.action_dim):
+            raise ValueError(
+                f"{type(self).__name__}({self.task_name!r}, num_envs={self.num_envs}) expects an action of shape "
+                f"{(self.num_envs, self.action_dim)}, got {tuple(action.shape)}."
+            )
+        action = action.detach().to("cpu", torch.float64).numpy()
+        n = self.num_envs
+        reward = np.zeros((n, 1), dtype=np.float32)
+        terminated = np.zeros((n, 1), dtype=bool)
+        truncated = np.zeros((n, 1), dtype=bool)
+        for i, env in enumerate(self._envs):
+            step = env.step(action[i])
+            self._write_observation(i, step.observation)
+            reward[i, 0] = step.reward
+            if step.last():  # the time limit ends dm_control episodes with discount 1
+                if np.isclose(step.discount, 1.0):
+                    truncated[i, 0] = True
+                else:
+                    terminated[i, 0] = True
+        done = terminated | truncated
+        return TensorDict(
+            {
+                "observation": self._observation(),
+                "reward": torch.from_numpy(reward).to(self.device),
+                "done": torch.from_numpy(done).to(self.device),
+                "terminated": torch.from_numpy(terminated).to(self.device),
+                "truncated": torch.from_numpy(truncated).to(self.device),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        indices = range(self.num_envs) if mask is None else mask.reshape(-1).nonzero().reshape(-1).tolist()
+        for i in indices:
+            self._write_observation(i, self._envs[i].reset().observation)
+        false = torch.zeros((self.num_envs, 1), dtype=torch.bool, device=self.device)
+        return TensorDict(
+            {"observation": self._observation(), "done": false, "terminated": false.clone(), "truncated": false.clone()},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        if seed is None:
+            return
+        for i, env in enumerate(self._envs):
+            env.task._random = np.random.RandomState(seed + i)
+            # as DMControlEnv: seeding resets, so equal seeds give equal episodes in both envs
+            self._write_observation(i, env.reset().observation)
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        for env in self._envs:
+            env.close()
+        super().close(raise_if_closed=raise_if_closed)
