@@ -97,7 +97,7 @@ def measure_task(task: str, frames: int, cores: int) -> dict:
     row["raw_1proc"] = raw_loop(task, frames)
     row["raw_all_cores"] = raw_all_cores(task, frames, cores)
     torchrl = {
-        f"Collector(SerialEnv(8))": dict(backend="serial", num_envs=8, workers=0),
+        "Collector(SerialEnv(8))": dict(backend="serial", num_envs=8, workers=0),
         f"Collector(ParallelEnv({cores}))": dict(backend="parallel", num_envs=cores, workers=0),
         f"MultiSyncCollector({cores} x SerialEnv(4))": dict(backend="serial", num_envs=4 * cores, workers=cores),
     }
