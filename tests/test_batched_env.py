@@ -1,14 +1,9 @@
 """BatchedDMControlEnv: same values as DMControlEnv, partial resets, seeding, collectors, errors."""
-import functools
-
 import pytest
 import torch
-from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.envs import CatTensors, Compose, DMControlEnv, DoubleToFloat, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
 from torchrl_gorl.envs import BatchedDMControlEnv, make_env
 
 KEYS = ["observation", "reward", "done", "terminated", "truncated"]
@@ -61,28 +56,6 @@ def test_partial_reset_and_seeding():
     again = BatchedDMControlEnv("cheetah-run", 3, seed=1).reset()["observation"]
     other = BatchedDMControlEnv("cheetah-run", 3, seed=2).reset()["observation"]
     assert torch.equal(first, again) and not torch.equal(first, other)
-
-
-def test_collector_with_batched_env_across_two_processes():
-    policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule(17, 6))
-    collector = Collector(
-        [functools.partial(make_env, "cheetah-run", 4)] * 2,
-        policy,
-        num_collectors=2,
-        sync=True,
-        frames_per_batch=400,
-        total_frames=800,
-        auto_register_policy_transforms=False,
-    )
-    try:
-        for data in collector:
-            assert data.numel() == 400
-            assert data["next", "observation"].shape[-1] == 17
-            assert torch.isfinite(data["next", "reward"]).all()
-            with torch.no_grad():  # the workers ran this policy: actions are its decoder's outputs
-                torch.testing.assert_close(data["action"], policy.decoder.decode(data["observation"], data["latent"]))
-    finally:
-        collector.shutdown()
 
 
 def test_errors():

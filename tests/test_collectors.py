@@ -1,4 +1,5 @@
-"""The GoRL policy in TorchRL's multi-process collector: weights and statistics reach the workers."""
+"""The GoRL policy in TorchRL's multi-process collector over BatchedDMControlEnv (make_env's default):
+weights and statistics reach the workers."""
 import functools
 
 import torch
@@ -8,7 +9,7 @@ from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
 from torchrl_gorl.envs import make_env
 
 
-def test_multi_sync_collector_syncs_decoder_weights_and_statistics():
+def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statistics():
     actor, decoder = make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6)
     policy = make_gorl_policy(actor, decoder)
     collector = Collector(
