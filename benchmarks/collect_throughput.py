@@ -13,6 +13,8 @@ All numbers come from this one run, on the same cores, so the ratios hold even o
     python benchmarks/collect_throughput.py --all-tasks     # the six paper tasks
     python benchmarks/collect_throughput.py --frames 20000  # frames per measurement
 
+It also times whole training iterations of the CPU preset (collection + PPO update) with both env backends.
+
 The last line printed is one JSON object for walker-walk: raw_fps (all cores), torchrl_fps, ours_fps,
 ours_over_raw, ours_over_torchrl.
 """
@@ -24,12 +26,14 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import pathlib
 import time
 import warnings
 
 import numpy as np
 import torch
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ["walker-walk", "cheetah-run"]
 PAPER_TASKS = ["cheetah-run", "finger-spin", "finger-turn_hard", "fish-swim", "hopper-stand", "walker-walk"]
 
@@ -92,6 +96,39 @@ def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, worker
     return fps
 
 
+def training_fps(task: str, backend: str, iterations: int) -> float:
+    """Env steps per second of whole CPU-preset PPO iterations (collect 8 x 1000 steps + the PPO update)."""
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    sys.path.insert(0, str(ROOT / "sota-implementations"))
+    import utils_gorl as U
+
+    from torchrl_gorl import make_gorl_policy
+
+    with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
+        cfg = compose(config_name="gorl_ppo", overrides=[f"env.task={task}", f"collector.env_backend={backend}"])
+    device = torch.device("cpu")
+    obs_dim, act_dim = U.env_dims(task)
+    actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
+    decoder = U.make_decoder(cfg, obs_dim, act_dim, device)  # a trained-size decoder: 10 Euler steps
+    collector = U.make_collector(cfg, task, make_gorl_policy(actor, decoder), device)
+    ppo = U.LatentPPO(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
+    batches = iter(collector)
+    frames, start = 0, None
+    for i in range(iterations + 1):
+        if i == 1:  # the first iteration warms up
+            frames, start = 0, time.perf_counter()
+        data = U.collect(collector, batches, i, device)
+        ppo.update(data)
+        norm.update(data["observation"])
+        collector.update_policy_weights_()
+        frames += data.numel()
+    collector.shutdown()
+    return frames / (time.perf_counter() - start)
+
+
 def measure_task(task: str, frames: int, cores: int) -> dict:
     row = {"task": task}
     row["raw_1proc"] = raw_loop(task, frames)
@@ -121,6 +158,8 @@ def main() -> None:
     parser.add_argument("--all-tasks", action="store_true", help="the six paper tasks instead of walker and cheetah")
     parser.add_argument("--frames", type=int, default=16_000, help="frames per collector measurement")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="processes for the all-core numbers")
+    parser.add_argument("--training-iterations", type=int, default=3,
+                        help="CPU-preset PPO iterations timed per backend (0 to skip)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -137,12 +176,19 @@ def main() -> None:
         for group in ("torchrl", "ours"):
             for name, fps in r[f"{group}_configs"].items():
                 print(f"  {group:<8}{name:<48}{fps:>10.0f}")
+    training = {}
+    if args.training_iterations:
+        print("\nwhole training iterations, CPU preset (8 envs x 1000 steps + PPO update), cheetah-run:")
+        for backend in ("batched", "serial"):
+            training[backend] = training_fps("cheetah-run", backend, args.training_iterations)
+            print(f"  env_backend={backend:<10}{training[backend]:>10.0f} env steps/s")
     walker = next((r for r in rows if r["task"] == "walker-walk"), rows[0])
     print(json.dumps({
         "task": walker["task"], "cores": args.cores, "raw_fps": round(walker["raw_all_cores"], 1),
         "torchrl_fps": round(walker["torchrl_fps"], 1), "ours_fps": round(walker["ours_fps"], 1),
         "ours_over_raw": round(walker["ours_over_raw"], 3), "ours_over_torchrl": round(walker["ours_over_torchrl"], 3),
         "torchrl_best": walker["torchrl_best"], "ours_best": walker["ours_best"],
+        "training_fps_cpu_preset": {k: round(v, 1) for k, v in training.items()},
     }))
 
 

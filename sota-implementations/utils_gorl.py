@@ -98,6 +98,9 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
             f"config key collector.num_envs = {cfg.collector.num_envs} must be a multiple of collector.num_workers = {workers}."
         )
     _choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
+    threads = cfg.ppo.num_threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"config key ppo.num_threads must be a positive integer or null, got {threads!r}.")
     for key in ("ppo.lr", "refit.lr"):
         _positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
@@ -344,7 +347,20 @@ class LatentPPO:
         self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.ppo.lr)
 
     def update(self, data: TensorDictBase) -> dict[str, float]:
-        """PPO epochs on one batch ``[num_envs, T]``; rewards are scaled here, the env's stay raw."""
+        """PPO epochs on one batch ``[num_envs, T]``; rewards are scaled here, the env's stay raw.
+
+        Collection and update never overlap, so the update may use more intra-op threads
+        (``ppo.num_threads``) than the tiny per-step policy calls of collection (``num_threads``).
+        """
+        collect_threads = torch.get_num_threads()
+        if self.cfg.ppo.num_threads:
+            torch.set_num_threads(self.cfg.ppo.num_threads)
+        try:
+            return self._update(data)
+        finally:
+            torch.set_num_threads(collect_threads)
+
+    def _update(self, data: TensorDictBase) -> dict[str, float]:
         data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
         totals: dict[str, float] = {}
         count = 0
