@@ -140,8 +140,8 @@ def measure_task(task: str, frames: int, cores: int) -> dict:
     }
     ours = {
         "Collector(BatchedDMControlEnv(64))": dict(backend="batched", num_envs=64, workers=0),
-        f"MultiSyncCollector({cores} x BatchedDMControlEnv(32))": dict(backend="batched", num_envs=32 * cores, workers=cores),
         f"MultiSyncCollector({cores} x BatchedDMControlEnv(64))": dict(backend="batched", num_envs=64 * cores, workers=cores),
+        f"MultiSyncCollector({cores} x BatchedDMControlEnv(128))": dict(backend="batched", num_envs=128 * cores, workers=cores),
     }
     for group, configs in (("torchrl", torchrl), ("ours", ours)):
         rates = {name: collector_fps(task, frames, **kwargs) for name, kwargs in configs.items()}
