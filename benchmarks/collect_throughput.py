@@ -69,10 +69,14 @@ def gorl_policy(obs_dim: int, act_dim: int):
     return make_gorl_policy(make_latent_actor(obs_dim, act_dim), decoder)
 
 
-def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, workers: int) -> float:
-    """Frames per second of a TorchRL collector running the GoRL policy, after one warm-up batch."""
+def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, workers: int, parallel: int = 0) -> float:
+    """Frames per second of a TorchRL collector running the GoRL policy, after one warm-up batch.
+
+    ``workers``: processes of a multi-process sync collector (0: the collector runs in this process);
+    ``parallel``: instead, a ``ParallelEnv`` of that many processes, each stepping ``num_envs // parallel`` envs.
+    """
     from torchrl.collectors import Collector
-    from torchrl.envs import EnvCreator
+    from torchrl.envs import EnvCreator, ParallelEnv
 
     from torchrl_gorl.envs import make_env, make_single_env
 
@@ -81,7 +85,10 @@ def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, worker
     probe.close()
     frames_per_batch = num_envs * 250
     common = dict(frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False)
-    if workers == 0:
+    if parallel:
+        env = ParallelEnv(parallel, EnvCreator(functools.partial(make_env, task, num_envs // parallel, backend=backend)))
+        collector = Collector(env, policy, **common)
+    elif workers == 0:
         collector = Collector(make_env(task, num_envs, backend=backend), policy, **common)
     else:
         create = EnvCreator(functools.partial(make_env, task, num_envs // workers, backend=backend))
@@ -142,6 +149,7 @@ def measure_task(task: str, frames: int, cores: int) -> dict:
         "Collector(BatchedDMControlEnv(64))": dict(backend="batched", num_envs=64, workers=0),
         f"MultiSyncCollector({cores} x BatchedDMControlEnv(64))": dict(backend="batched", num_envs=64 * cores, workers=cores),
         f"MultiSyncCollector({cores} x BatchedDMControlEnv(128))": dict(backend="batched", num_envs=128 * cores, workers=cores),
+        f"Collector(ParallelEnv({cores} x BatchedDMControlEnv(64)))": dict(backend="batched", num_envs=64 * cores, workers=0, parallel=cores),
     }
     for group, configs in (("torchrl", torchrl), ("ours", ours)):
         rates = {name: collector_fps(task, frames, **kwargs) for name, kwargs in configs.items()}
