@@ -218,7 +218,14 @@ def setup(cfg: DictConfig, *, with_decoder: bool) -> tuple[torch.device, str, fl
     validate_config(cfg, with_decoder=with_decoder)
     set_threads(cfg.num_threads)
     seed_everything(cfg.env.seed)
-    saved = load_checkpoint(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
+    saved = None
+    if cfg.checkpoint.resume:
+        from hydra.utils import to_absolute_path
+
+        path = to_absolute_path(cfg.checkpoint.resume)  # relative to where the command ran, not the run dir
+        if not pathlib.Path(path).is_file():
+            raise ValueError(f"config key checkpoint.resume: no checkpoint at {path!r}.")
+        saved = load_checkpoint(path)
     return get_device(cfg.device), task_id(cfg.env.task), resolve_gamma(cfg), saved
 
 

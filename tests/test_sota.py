@@ -126,6 +126,11 @@ def test_resume_with_another_architecture_fails(smoke_run):
         utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 24, 6, with_decoder=True)
 
 
+def test_resume_from_a_missing_checkpoint_names_the_key(tmp_path):
+    result = _run("gorl_ppo.py", tmp_path, "checkpoint.resume=nowhere/latest.pt")
+    assert result.returncode != 0 and "config key checkpoint.resume: no checkpoint at" in result.stderr
+
+
 def test_script_reports_bad_config_before_any_compute(tmp_path):
     result = _run("gorl_ppo.py", tmp_path, "env.task=cheetah-walk")
     assert result.returncode != 0
