@@ -106,8 +106,11 @@ def main(cfg: DictConfig) -> dict:
                                    lr=cfg.refit.lr, max_epochs=cfg.refit.max_epochs, patience=cfg.refit.patience,
                                    val_fraction=cfg.refit.val_fraction, max_samples=cfg.refit.max_samples,
                                    seed=batch_seed(seed, stage, 0, kind=4))
-            decoder.load_state_dict(target.state_dict())
-            collector.update_policy_weights_()
+            if stage + 1 < num_stages:
+                decoder.load_state_dict(target.state_dict())
+                collector.update_policy_weights_()
+            else:  # no encoder was trained against it: kept for a next stage, not deployed
+                run.progress["last_decoder"] = target.state_dict()
 
             # logging
             refit = {"stage": stage, "rows": dataset.shape[0], "best_val_loss": result.best_val_loss,

@@ -115,6 +115,19 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
         raise ValueError('config key logger.backend=tensorboard needs the tensorboard package: pip install -e ".[tensorboard]".')
     _choice(cfg, "logger.wandb_mode", ["online", "offline", "disabled"])
     _choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
+    if not isinstance(cfg.env.seed, int) or isinstance(cfg.env.seed, bool) or cfg.env.seed < 0:
+        raise ValueError(f"config key env.seed must be a non-negative integer, got {cfg.env.seed!r}.")
+    if not 0 <= cfg.ppo.gae_lambda <= 1:
+        raise ValueError(f"config key ppo.gae_lambda must be in [0, 1], got {cfg.ppo.gae_lambda!r}.")
+    interval = cfg.checkpoint.interval_frames
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+        raise ValueError(f"config key checkpoint.interval_frames must be a non-negative integer, got {interval!r}.")
+    for key in ("encoder.normalize_observations", "ppo.normalize_advantage", "schedule.refit_last_stage",
+                "checkpoint.keep_all", "logger.progress_bar"):
+        if not isinstance(OmegaConf.select(cfg, key), bool):
+            raise ValueError(f"config key {key} must be true or false, got {OmegaConf.select(cfg, key)!r}.")
+    if cfg.refit.max_samples is not None:
+        _positive_int(cfg, "refit.max_samples")
     if not 0 < cfg.refit.val_fraction < 1:
         raise ValueError(f"config key refit.val_fraction must be in (0, 1), got {cfg.refit.val_fraction!r}.")
     stages = cfg.schedule.num_stages
@@ -142,7 +155,10 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
         if len(table) > stages:
             raise ValueError(f"config key {key} has {len(table)} entries for {stages} stages.")
         for i, v in enumerate(table):
-            if not isinstance(v, (int, float)) or v < 0 or (key != "schedule.latent_prior_coeff" and v == 0):
+            bad = isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+            bad = bad or (key != "schedule.latent_prior_coeff" and v == 0)
+            bad = bad or (key == "schedule.clip_epsilon" and v >= 1)  # log1p(-eps) would be NaN
+            if bad:
                 raise ValueError(f"config key {key}[{i}] is out of range: {v!r}.")
     if with_decoder:
         _choice(cfg, "decoder.type", list(DECODERS))
@@ -311,8 +327,9 @@ def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictB
 
 
 def batch_seed(base: int, stage: int, index: int, kind: int) -> int:
-    """Distinct, reproducible env seeds per (stage, batch, purpose)."""
-    return int(base * 1_000_003 + stage * 100_003 + index * 31 + kind) % (2**31 - 1)
+    """A reproducible seed per (run seed, stage, batch, purpose), hashed so that the seed chains of
+    different batches (each env of a batch gets the next seed of the chain) do not overlap."""
+    return int(np.random.SeedSequence([base, stage, index, kind]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------- PPO
@@ -369,7 +386,7 @@ class LatentPPO:
 
     def _update(self, data: TensorDictBase) -> dict[str, float]:
         data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         count = 0
         for _ in range(self.cfg.ppo.epochs):
             with torch.no_grad():
@@ -395,10 +412,10 @@ class LatentPPO:
                     "latent_scale_mean": prior["latent_scale_mean"],
                     "grad_norm": grad_norm,
                 }
-                for key, value in metrics.items():
-                    totals[key] = totals.get(key, 0.0) + float(value.detach())
+                for key, value in metrics.items():  # summed on the device: no host sync per minibatch
+                    totals[key] = totals.get(key, 0.0) + value.detach()
                 count += 1
-        return {f"train/{k}": v / count for k, v in totals.items()}
+        return {f"train/{k}": float(v) / count for k, v in totals.items()}
 
     def state_dict(self) -> dict[str, Any]:
         # the sampler pre-draws its next permutation at the end of an epoch: part of the RNG stream
@@ -493,21 +510,31 @@ def resolve_gamma(cfg: DictConfig) -> float:
     return float(cfg.env.gamma) if cfg.env.gamma is not None else default_gamma(cfg.env.task)
 
 
+#: config groups a resumed run may change: they do not change what is computed
+RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
+
+
+def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(container, dict):
+        out = {}
+        for k, v in container.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: container}
+
+
 def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int, *, with_decoder: bool) -> None:
-    """The architecture of a resumed run must match the checkpoint; name the first key that does not."""
-    old = OmegaConf.create(saved["config"])
+    """A resumed run must be the same run: every setting but logging, checkpointing, device and threads must
+    match the checkpoint's. Names the first key that does not."""
     if saved["dims"] != [obs_dim, act_dim]:
         raise ValueError(f"config key env.task: checkpoint dims {saved['dims']} != this task's {[obs_dim, act_dim]}.")
-    keys = ["env.task", "encoder.num_cells", "encoder.critic_num_cells", "encoder.normalize_observations",
-            "collector.num_envs", "schedule.num_stages", "schedule.stage_frames"]
-    if with_decoder:
-        keys += ["decoder.type", "decoder.num_cells", "decoder.num_steps", "decoder.num_diffusion_steps"]
-    for key in keys:
-        a, b = OmegaConf.select(cfg, key), OmegaConf.select(old, key)
-        a = OmegaConf.to_container(a) if isinstance(a, ListConfig) else a
-        b = OmegaConf.to_container(b) if isinstance(b, ListConfig) else b
-        if a != b:
-            raise ValueError(f"config key {key} = {a!r} does not match the resumed checkpoint's {b!r}.")
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    then = _flat(saved["config"])
+    for key in sorted(set(now) | set(then)):
+        if key.split(".")[0] in RESUME_FREE or key == "ppo.num_threads":
+            continue
+        if now.get(key) != then.get(key):
+            raise ValueError(f"config key {key} = {now.get(key)!r} does not match the resumed checkpoint's {then.get(key)!r}.")
 
 
 # --------------------------------------------------------------------------- the run: PPO stages, evaluation, checkpoints
@@ -595,14 +622,16 @@ class EncoderRun:
 
     # -- one stage of PPO
     def start_stage(self, stage: int, hparams: dict[str, float], initial_encoder: dict[str, Any] | None) -> None:
-        """Per-stage settings; on a fresh stage, optionally the initial encoder back and a new optimiser."""
+        """Per-stage settings; on a fresh stage with ``initial_encoder``, that encoder and a new optimiser
+        (the reference); without, the previous stage's best encoder goes on with the optimiser's state."""
         self.ppo.set_stage(hparams)
         if self.progress["iteration"] > 0:  # resumed mid-stage
             return
-        if initial_encoder is not None:
-            self.actor.load_state_dict(initial_encoder["actor"])
-            self.critic.load_state_dict(initial_encoder["critic"])
-        self.ppo.reset_optimizer()
+        if initial_encoder is not None or stage == 0:
+            if initial_encoder is not None:
+                self.actor.load_state_dict(initial_encoder["actor"])
+                self.critic.load_state_dict(initial_encoder["critic"])
+            self.ppo.reset_optimizer()
         self.progress["best_return"], self.best_encoder = -float("inf"), None
         self.collector.update_policy_weights_()
 

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torchrl.envs import CatTensors, Compose, DMControlEnv, DoubleToFloat, TransformedEnv
+from torchrl._utils import seed_generator
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_gorl.envs import BatchedDMControlEnv, make_env
@@ -21,7 +22,7 @@ def test_same_values_as_dmcontrolenv_over_a_full_episode_and_a_reset(task):
     domain, name = task.split("-")
     check_env_specs(BatchedDMControlEnv(task, 2))  # its rollout would advance a seeded env
     env = BatchedDMControlEnv(task, 2, seed=7)
-    refs = [_reference(domain, name, 7 + i) for i in range(2)]
+    refs = [_reference(domain, name, seed) for seed in (7, seed_generator(7))]  # TorchRL's seed chain
     assert env.observation_spec["observation"].shape[-1] == refs[0].observation_spec["observation"].shape[-1]
     td, ref_td = env.reset(), [r.reset() for r in refs]
     generator = torch.Generator().manual_seed(0)
@@ -40,6 +41,20 @@ def test_same_values_as_dmcontrolenv_over_a_full_episode_and_a_reset(task):
         else:
             td, ref_td = td["next"].clone(), [t["next"].clone() for t in ref_td]
     assert truncations == 1
+
+
+def test_batched_and_standard_backends_give_the_same_episodes():
+    batched, serial = make_env("cheetah-run", 3, backend="batched", seed=3), make_env("cheetah-run", 3, backend="serial", seed=3)
+    td_b, td_s = batched.reset(), serial.reset()
+    assert torch.equal(td_b["observation"], td_s["observation"])
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        action = 2 * torch.randn(3, 6, generator=generator)
+        td_b, td_s = batched.step(td_b.set("action", action)), serial.step(td_s.set("action", action))
+        for key in ("observation", "reward", "done", "episode_reward", "step_count"):
+            assert torch.equal(td_b["next", key], td_s["next", key]), key
+        td_b, td_s = td_b["next"].clone(), td_s["next"].clone()
+    serial.close()
 
 
 def test_partial_reset_and_seeding():

@@ -94,6 +94,9 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
         ("ppo.num_minibatches=3", "ppo.num_minibatches = 3 does not divide"),
         ("schedule.clip_epsilon=[]", "schedule.clip_epsilon must be a non-empty list"),
         ("refit.val_fraction=1.5", r"refit.val_fraction must be in \(0, 1\)"),
+        ("schedule.clip_epsilon=[0.2,1.5]", r"schedule.clip_epsilon\[1\] is out of range"),
+        ("refit.max_samples=0", "refit.max_samples must be a positive integer"),
+        ("checkpoint.interval_frames=-5", "checkpoint.interval_frames must be a non-negative integer"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
@@ -124,6 +127,11 @@ def test_resume_with_another_architecture_fails(smoke_run):
         utils_gorl.check_resume_compatible(_compose("preset=smoke", "decoder.type=diffusion"), saved, 17, 6, with_decoder=True)
     with pytest.raises(ValueError, match="env.task"):
         utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 24, 6, with_decoder=True)
+    with pytest.raises(ValueError, match="ppo.gae_lambda = 0.9 does not match"):  # any setting, not only sizes
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "ppo.gae_lambda=0.9"), saved, 17, 6, with_decoder=True)
+    # logging, checkpointing, device and threads may change
+    same = _compose("preset=smoke", "checkpoint.keep_all=true", "checkpoint.interval_frames=2000", "logger.backend=wandb")
+    utils_gorl.check_resume_compatible(same, saved, 17, 6, with_decoder=True)
 
 
 def test_resume_from_a_missing_checkpoint_names_the_key(tmp_path):

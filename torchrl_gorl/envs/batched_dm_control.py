@@ -6,6 +6,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase
+from torchrl._utils import seed_generator  # the chain SerialEnv and ParallelEnv seed their envs with
 
 from torchrl_gorl.envs.dm_control import resolve_task
 
@@ -25,15 +26,16 @@ class BatchedDMControlEnv(EnvBase):
     ``CatTensors(sorted keys, "observation")`` and ``DoubleToFloat()``: a flat float32 ``"observation"``
     (keys in sorted order, scalars as one feature), float32 ``"reward"``, an action ``Bounded`` to the
     task's range, and the time limit reported as ``truncated=True, terminated=False`` (``done=True``).
-    Env ``i`` is seeded with ``seed + i`` (dm_control's ``task.random``); resets can be partial (the
-    ``"_reset"`` mask TorchRL collectors send).
+    Seeds follow TorchRL's chain for batched envs (env 0 gets ``seed``, env ``i + 1`` gets
+    ``seed_generator(seed_i)``), so a ``SerialEnv``/``ParallelEnv`` of ``DMControlEnv`` seeded alike
+    produces the same episodes; resets can be partial (the ``"_reset"`` mask TorchRL collectors send).
 
     Args:
         task (str): dm_control ``"domain-task"`` or a paper name (see :func:`resolve_task`).
         num_envs (int): number of dm_control instances.
 
     Keyword Args:
-        seed (int, optional): seed of env 0; env ``i`` gets ``seed + i``.
+        seed (int, optional): seed of env 0; the others follow TorchRL's seed chain.
         device: where the TensorDicts are put (physics always runs on the CPU).
 
     Examples:
@@ -150,9 +152,10 @@ class BatchedDMControlEnv(EnvBase):
         if seed is None:
             return
         for i, env in enumerate(self._envs):
-            env.task._random = np.random.RandomState(seed + i)
+            env.task._random = np.random.RandomState(seed % 2**32)
             # as DMControlEnv: seeding resets, so equal seeds give equal episodes in both envs
             self._write_observation(i, env.reset().observation)
+            seed = seed_generator(seed)  # the chain SerialEnv/ParallelEnv use: the backends match env for env
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         for env in self._envs:

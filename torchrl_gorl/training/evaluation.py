@@ -44,7 +44,7 @@ def evaluate_policy(
     returns = []
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(math.ceil(num_episodes / batch)):
-            rollout = env.rollout(max_steps, policy, break_when_any_done=False, auto_reset=True)
+            rollout = env.rollout(max_steps, policy, break_when_any_done=False, auto_reset=True, auto_cast_to_device=True)
             returns.append(rollout["next", "reward"].sum(dim=env.batch_dims).reshape(-1))
     returns = torch.cat(returns).double()
     return {
