@@ -80,6 +80,8 @@ def fmt(values: list[float]) -> str:
     values = [v for v in values if not np.isnan(v)]
     if not values:
         return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.0f} (n=1)"
     return f"{np.mean(values):.0f} ± {np.std(values):.0f} (n={len(values)})"
 
 
