@@ -27,7 +27,6 @@ from torchrl_gorl.envs import make_env
 from torchrl_gorl.training import refit_decoder
 from utils_gorl import (
     batch_seed,
-    check_resume_compatible,
     collect,
     EncoderRun,
     env_dims,
@@ -52,8 +51,6 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- models
     obs_dim, act_dim = env_dims(task)
-    if saved is not None:
-        check_resume_compatible(cfg, saved, obs_dim, act_dim, with_decoder=True)
     actor, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device)
     # the reference rebuilds the encoder from the same seed each stage: keep its initial weights
     initial_encoder = copy.deepcopy({"actor": actor.state_dict(), "critic": critic.state_dict()})

@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 
 from torchrl_gorl.envs import make_env
 from utils_gorl import (
-    check_resume_compatible,
     EncoderRun,
     env_dims,
     frames_per_iteration,
@@ -39,8 +38,6 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- models
     obs_dim, act_dim = env_dims(task)
-    if saved is not None:
-        check_resume_compatible(cfg, saved, obs_dim, act_dim, with_decoder=False)
     actor, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device, latent_key="action")
 
     # ---------------------------------------------------------------- collector and eval env

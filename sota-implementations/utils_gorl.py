@@ -502,10 +502,6 @@ def plot_learning_curve(rows, path: pathlib.Path, title: str, stage_starts: Sequ
     plt.close(fig)
 
 
-def config_summary(cfg: DictConfig) -> dict[str, Any]:
-    return {"task": task_id(cfg.env.task), "seed": cfg.env.seed}
-
-
 def resolve_gamma(cfg: DictConfig) -> float:
     return float(cfg.env.gamma) if cfg.env.gamma is not None else default_gamma(cfg.env.task)
 
@@ -523,7 +519,7 @@ def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: container}
 
 
-def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int, *, with_decoder: bool) -> None:
+def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int) -> None:
     """A resumed run must be the same run: every setting but logging, checkpointing, device and threads must
     match the checkpoint's. Names the first key that does not."""
     if saved["dims"] != [obs_dim, act_dim]:
@@ -584,6 +580,8 @@ class EncoderRun:
         save_checkpoint(state, f"{self.cfg.checkpoint.dir}/{name if self.cfg.checkpoint.keep_all else 'latest'}.pt")
 
     def restore(self, saved: dict[str, Any]) -> None:
+        """Continues from a checkpoint of the same run (same settings, see :func:`check_resume_compatible`)."""
+        check_resume_compatible(self.cfg, saved, *self.dims)
         self.actor.load_state_dict(saved["actor"])
         self.critic.load_state_dict(saved["critic"])
         if self.decoder is not None:

@@ -124,14 +124,21 @@ def test_paper_preset_matches_the_reference_budgets():
 def test_resume_with_another_architecture_fails(smoke_run):
     saved = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
     with pytest.raises(ValueError, match="decoder.type = 'diffusion' does not match"):
-        utils_gorl.check_resume_compatible(_compose("preset=smoke", "decoder.type=diffusion"), saved, 17, 6, with_decoder=True)
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "decoder.type=diffusion"), saved, 17, 6)
     with pytest.raises(ValueError, match="env.task"):
-        utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 24, 6, with_decoder=True)
+        utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 24, 6)
     with pytest.raises(ValueError, match="ppo.gae_lambda = 0.9 does not match"):  # any setting, not only sizes
-        utils_gorl.check_resume_compatible(_compose("preset=smoke", "ppo.gae_lambda=0.9"), saved, 17, 6, with_decoder=True)
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "ppo.gae_lambda=0.9"), saved, 17, 6)
     # logging, checkpointing, device and threads may change
     same = _compose("preset=smoke", "checkpoint.keep_all=true", "checkpoint.interval_frames=2000", "logger.backend=wandb")
-    utils_gorl.check_resume_compatible(same, saved, 17, 6, with_decoder=True)
+    utils_gorl.check_resume_compatible(same, saved, 17, 6)
+
+
+def test_script_refuses_to_resume_with_other_settings(smoke_run, tmp_path):
+    ckpt = smoke_run / "checkpoints" / "stage0_iter00001.pt"
+    result = _run("gorl_ppo.py", tmp_path, f"checkpoint.resume={ckpt}", "ppo.gae_lambda=0.9")
+    assert result.returncode != 0
+    assert "config key ppo.gae_lambda = 0.9 does not match the resumed checkpoint's 0.95" in result.stderr
 
 
 def test_resume_from_a_missing_checkpoint_names_the_key(tmp_path):
