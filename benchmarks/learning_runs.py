@@ -5,7 +5,7 @@
 
 Each run's ``eval.csv`` and ``summary.json`` are copied to ``results/learning/<task>/<method>/seed<k>/`` (small,
 committed); everything else stays in ``outputs/``. Methods: ``gorl_flow``, ``gorl_diffusion`` (gorl_ppo.py with
-``decoder.type``) and ``ppo_gaussian``, all at the same total env-step budget (the preset's).
+``decoder.type``), ``ppo_gaussian``, ``fpo`` and ``dppo``, all at the same total env-step budget (the preset's).
 """
 from __future__ import annotations
 
@@ -26,16 +26,19 @@ METHODS = {
     "gorl_flow": ("gorl_ppo.py", ["decoder.type=flow"]),
     "gorl_diffusion": ("gorl_ppo.py", ["decoder.type=diffusion"]),
     "ppo_gaussian": ("ppo_gaussian.py", []),
+    "fpo": ("fpo.py", []),
+    "dppo": ("dppo.py", []),
 }
-LABELS = {"gorl_flow": "GoRL (flow)", "gorl_diffusion": "GoRL (diffusion)", "ppo_gaussian": "Gaussian PPO"}
+LABELS = {"gorl_flow": "GoRL (flow)", "gorl_diffusion": "GoRL (diffusion)", "ppo_gaussian": "Gaussian PPO",
+          "fpo": "FPO", "dppo": "DPPO"}
 # the paper's curves read off its figure (shared/reference/paper-results.md), encoder env steps only, +-30
 PAPER = {
-    "cheetah-run": {"gorl_flow": (310, 500, 730, 880), "gorl_diffusion": (300, 485, 730, 900), "ppo_gaussian": (190, 350, 540, 670)},
-    "finger-spin": {"gorl_flow": (330, 600, 835, 905), "gorl_diffusion": (310, 520, 720, 810), "ppo_gaussian": (120, 290, 550, 490)},
-    "hopper-stand": {"gorl_flow": (80, 230, 650, 740), "gorl_diffusion": (35, 95, 320, 880), "ppo_gaussian": (30, 60, 135, 280)},
-    "finger-turn_hard": {"gorl_flow": (440, 690, 800, 870), "gorl_diffusion": (440, 690, 790, 870), "ppo_gaussian": (310, 540, 740, 650)},
-    "fish-swim": {"gorl_flow": (220, 400, 570, 640), "gorl_diffusion": (220, 400, 580, 600), "ppo_gaussian": (105, 205, 445, 450)},
-    "walker-walk": {"gorl_flow": (330, 590, 830, 880), "gorl_diffusion": (330, 560, 800, 860), "ppo_gaussian": (160, 320, 590, 820)},
+    "cheetah-run": {"gorl_flow": (310, 500, 730, 880), "gorl_diffusion": (300, 485, 730, 900), "ppo_gaussian": (190, 350, 540, 670), "fpo": (460, 680, 810, 780), "dppo": (45, 100, 210, 575)},
+    "finger-spin": {"gorl_flow": (330, 600, 835, 905), "gorl_diffusion": (310, 520, 720, 810), "ppo_gaussian": (120, 290, 550, 490), "fpo": (300, 510, 640, 70), "dppo": (15, 50, 200, 690)},
+    "hopper-stand": {"gorl_flow": (80, 230, 650, 740), "gorl_diffusion": (35, 95, 320, 880), "ppo_gaussian": (30, 60, 135, 280), "fpo": (15, 35, 90, 0), "dppo": (0, 0, 0, 0)},
+    "finger-turn_hard": {"gorl_flow": (440, 690, 800, 870), "gorl_diffusion": (440, 690, 790, 870), "ppo_gaussian": (310, 540, 740, 650), "fpo": (390, 610, 800, 760), "dppo": (190, 290, 430, 650)},
+    "fish-swim": {"gorl_flow": (220, 400, 570, 640), "gorl_diffusion": (220, 400, 580, 600), "ppo_gaussian": (105, 205, 445, 450), "fpo": (270, 430, 550, 230), "dppo": (90, 100, 110, 130)},
+    "walker-walk": {"gorl_flow": (330, 590, 830, 880), "gorl_diffusion": (330, 560, 800, 860), "ppo_gaussian": (160, 320, 590, 820), "fpo": (430, 730, 870, 30), "dppo": (50, 70, 110, 320)},
 }
 PAPER_STEPS = ("15M", "30M", "60M", "180M")
 TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"

@@ -20,18 +20,18 @@ import hydra
 import torch
 import tqdm
 from omegaconf import DictConfig
-from tensordict import TensorDict
 
 from torchrl_gorl import make_gorl_policy
 from torchrl_gorl.envs import make_env
-from torchrl_gorl.training import refit_decoder
+from torchrl_gorl.training import refit_decoder, save_transitions
 from utils_gorl import (
     batch_seed,
     collect,
+    decoder_data,
     EncoderRun,
     env_dims,
     iterations_per_stage,
-    LatentPPO,
+    PPOUpdate,
     make_collector,
     make_decoder,
     make_decoder_loss,
@@ -46,7 +46,7 @@ from utils_gorl import (
 @hydra.main(config_path="config", config_name="gorl_ppo", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config
-    device, task, gamma, saved = setup(cfg, with_decoder=True)
+    device, task, gamma, saved = setup(cfg, method="gorl")
     seed = cfg.env.seed
 
     # ---------------------------------------------------------------- models
@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> dict:
     eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
 
     # ---------------------------------------------------------------- losses
-    ppo = LatentPPO(cfg, actor, critic, gamma, device, observation_norm)
+    ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
     run = EncoderRun(cfg, algo="GoRL", task=task, device=device, dims=(obs_dim, act_dim), policy=policy,
@@ -88,12 +88,14 @@ def main(cfg: DictConfig) -> dict:
             chunks = []
             for i in range(cfg.schedule.decoder_data_iterations):
                 data = collect(collector, run.batches, batch_seed(seed, stage, i, kind=2), device)
-                chunks.append(TensorDict(observation=data["observation"], action=data["action"],
-                                         reward=data["next", "reward"], batch_size=data.shape).reshape(-1))
+                chunks.append(decoder_data(cfg, data, ppo))
                 run.add_frames("decoder_data", data.numel())
             dataset = torch.cat(chunks)
+            if cfg.schedule.save_decoder_data:  # offline data for gmpo.py / gmpg.py, as a TorchRL replay buffer
+                save_transitions(dataset, f"datasets/stage{stage}")
 
-            # decoder refit: from scratch (same seed every stage, as the reference) or fine-tuned
+            # decoder refit: from scratch (same seed every stage, as the reference) or fine-tuned;
+            # plain behaviour cloning (the reference) or GMPO-weighted by the stage's advantages
             target = decoder
             if cfg.schedule.decoder_init == "scratch":
                 with torch.random.fork_rng(devices=[]):

@@ -12,29 +12,16 @@ the reference compares against a differently tuned PPO (gorl-reference.md §6.1 
 from __future__ import annotations
 
 import hydra
-import tqdm
 from omegaconf import DictConfig
 
 from torchrl_gorl.envs import make_env
-from utils_gorl import (
-    EncoderRun,
-    env_dims,
-    frames_per_iteration,
-    LatentPPO,
-    make_collector,
-    make_encoder,
-    setup,
-    stage_hparams,
-    total_interaction_frames,
-)
+from utils_gorl import EncoderRun, env_dims, make_collector, make_encoder, PPOUpdate, setup
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config
-    device, task, gamma, saved = setup(cfg, with_decoder=False)
-    seed = cfg.env.seed
-    num_iterations = total_interaction_frames(cfg) // frames_per_iteration(cfg)  # GoRL's whole budget
+    device, task, gamma, saved = setup(cfg, method="ppo_gaussian")
 
     # ---------------------------------------------------------------- models
     obs_dim, act_dim = env_dims(task)
@@ -45,7 +32,7 @@ def main(cfg: DictConfig) -> dict:
     eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
 
     # ---------------------------------------------------------------- loss
-    ppo = LatentPPO(cfg, actor, critic, gamma, device, observation_norm)
+    ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
     run = EncoderRun(cfg, algo="PPO", task=task, device=device, dims=(obs_dim, act_dim), policy=actor,
@@ -54,15 +41,8 @@ def main(cfg: DictConfig) -> dict:
         run.restore(saved)
 
     # ---------------------------------------------------------------- training: one stage, stage-0 settings
-    run.pbar = tqdm.tqdm(total=num_iterations * frames_per_iteration(cfg), initial=run.total_frames(),
-                         disable=not cfg.logger.progress_bar)
-    if run.progress["stage"] == 0:
-        hparams = stage_hparams(cfg, 0)
-        run.start_stage(0, hparams, None)
-        run.train_stage(0, num_iterations, cfg.eval.num_evals * cfg.schedule.num_stages, hparams)
-        run.load_best_encoder()
-        run.end_stage(0, 1)
-    return run.finish(f"Gaussian PPO {task}, seed {seed}", algorithm="ppo_gaussian")
+    run.train_single_stage()
+    return run.finish(f"Gaussian PPO {task}, seed {cfg.env.seed}", algorithm="ppo_gaussian")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Shared pieces of the GoRL scripts (gorl_ppo.py, ppo_gaussian.py): config checks, env and model
-factories, the collector, the PPO update, decoder data and refits, evaluation, logging, checkpoints."""
+"""Shared pieces of the scripts (gorl_ppo.py, ppo_gaussian.py, fpo.py, dppo.py): config checks, env and
+model factories, the collector, the PPO update, decoder data and refits, evaluation, logging, checkpoints."""
 from __future__ import annotations
 
 import copy
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import tqdm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
@@ -27,8 +28,12 @@ from torchrl.record.loggers import generate_exp_name, get_logger
 from torchrl_gorl import (
     DiffusionDecoderModule,
     DiffusionLoss,
+    DPPOLoss,
     FlowDecoderModule,
     FlowMatchingLoss,
+    FlowPolicy,
+    FPOLoss,
+    GMPOLoss,
     LatentPriorLoss,
     make_latent_actor,
     make_latent_ppo_loss,
@@ -37,7 +42,14 @@ from torchrl_gorl import (
 )
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
-from torchrl_gorl.training import evaluate_policy, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from torchrl_gorl.training import (
+    evaluate_policy,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    TRANSITION_KEYS,
+)
 
 log = logging.getLogger("gorl")
 
@@ -77,8 +89,13 @@ def _choice(cfg: DictConfig, key: str, choices: Sequence[str]) -> str:
     return value
 
 
-def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
-    """Fails at start-up, naming the key, on anything the run would otherwise trip over later."""
+METHODS = ("gorl", "ppo_gaussian", "fpo", "dppo")
+
+
+def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
+    """Fails at start-up, naming the key, on anything the run of ``method`` would otherwise trip over later."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {list(METHODS)}.")
     try:
         resolve_task(cfg.env.task)
     except ValueError as err:
@@ -160,7 +177,9 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
             bad = bad or (key == "schedule.clip_epsilon" and v >= 1)  # log1p(-eps) would be NaN
             if bad:
                 raise ValueError(f"config key {key}[{i}] is out of range: {v!r}.")
-    if with_decoder:
+    if method in ("fpo", "dppo"):
+        validate_flow_policy_config(cfg, method)
+    if method == "gorl":
         _choice(cfg, "decoder.type", list(DECODERS))
         _int_list(cfg, "decoder.num_cells")
         _positive_int(cfg, "decoder.num_steps")
@@ -168,6 +187,46 @@ def validate_config(cfg: DictConfig, *, with_decoder: bool = True) -> None:
         if cfg.decoder.num_diffusion_steps < 2:
             raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
         _choice(cfg, "schedule.decoder_init", ["scratch", "finetune"])
+        _choice(cfg, "schedule.decoder_refit", ["plain", "weighted"])
+        if not isinstance(cfg.schedule.save_decoder_data, bool):
+            raise ValueError(f"config key schedule.save_decoder_data must be true or false, got {cfg.schedule.save_decoder_data!r}.")
+        _positive_float(cfg, "refit.gmpo_beta")
+        _positive_float(cfg, "refit.gmpo_max_weight")
+
+
+def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
+    """The ``policy`` group and the ``fpo`` / ``dppo`` group of the direct flow-policy baselines."""
+    _int_list(cfg, "policy.num_cells")
+    _positive_int(cfg, "policy.num_steps")
+    _positive_float(cfg, "policy.output_scale")
+    if method == "fpo":
+        _positive_int(cfg, "fpo.num_mc_samples")
+        _choice(cfg, "fpo.ratio", ["per_sample", "mean"])
+        _positive_float(cfg, "fpo.log_ratio_clip")
+        _choice(cfg, "fpo.t_sampling", ["grid", "uniform"])
+        _choice(cfg, "fpo.cfm_weighting", ["eps", "velocity"])
+        return
+    sigma = _positive_float(cfg, "dppo.sde_sigma", allow_zero=True)
+    floor = _positive_float(cfg, "dppo.log_prob_min_std", allow_zero=True)
+    if max(sigma, floor) == 0:
+        raise ValueError("config key dppo.sde_sigma must be positive (or dppo.log_prob_min_std): "
+                         "the denoising steps need a likelihood.")
+    if cfg.dppo.noise_clip is not None:
+        _positive_float(cfg, "dppo.noise_clip")
+    if cfg.dppo.num_finetune_steps is not None:
+        steps = _positive_int(cfg, "dppo.num_finetune_steps")
+        if steps > cfg.policy.num_steps:
+            raise ValueError(f"config key dppo.num_finetune_steps = {steps} exceeds policy.num_steps = {cfg.policy.num_steps}.")
+    _choice(cfg, "dppo.aggregate", ["sum", "mean"])
+    clamp = cfg.dppo.log_prob_clamp
+    if clamp is not None and not (isinstance(clamp, (ListConfig, list)) and len(clamp) == 2 and clamp[0] < clamp[1]):
+        raise ValueError(f"config key dppo.log_prob_clamp must be null or [low, high] with low < high, got {clamp!r}.")
+    discount = cfg.dppo.denoising_discount
+    if isinstance(discount, bool) or not isinstance(discount, (int, float)) or not 0 < discount <= 1:
+        raise ValueError(f"config key dppo.denoising_discount must be in (0, 1], got {discount!r}.")
+    base = cfg.dppo.clip_epsilon_base
+    if base is not None and (isinstance(base, bool) or not isinstance(base, (int, float)) or not 0 < base < 1):
+        raise ValueError(f"config key dppo.clip_epsilon_base must be null or in (0, 1), got {base!r}.")
 
 
 def frames_per_iteration(cfg: DictConfig) -> int:
@@ -228,10 +287,10 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
-def setup(cfg: DictConfig, *, with_decoder: bool) -> tuple[torch.device, str, float, dict[str, Any] | None]:
+def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, dict[str, Any] | None]:
     """Checks the config, sets threads and seeds; returns the device, task, discount and the checkpoint to resume."""
     quiet_logs()
-    validate_config(cfg, with_decoder=with_decoder)
+    validate_config(cfg, method=method)
     set_threads(cfg.num_threads)
     seed_everything(cfg.env.seed)
     saved = None
@@ -282,9 +341,54 @@ def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, *, identit
     return decoder.reset_to_identity() if identity else decoder
 
 
+def make_flow_policy(cfg: DictConfig, obs_dim: int, act_dim: int, device, method: str):
+    """The direct baselines' flow policy and a critic sharing its observation normaliser (as the reference)."""
+    flow = FlowDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.policy.num_cells), num_steps=cfg.policy.num_steps,
+                             output_scale=cfg.policy.output_scale, device=device)
+    if method == "fpo":
+        policy = FlowPolicy(flow, record="fpo", num_mc_samples=cfg.fpo.num_mc_samples, t_sampling=cfg.fpo.t_sampling,
+                            cfm_weighting=cfg.fpo.cfm_weighting)
+    else:
+        policy = FlowPolicy(flow, record="dppo", sde_sigma=cfg.dppo.sde_sigma, log_prob_min_std=cfg.dppo.log_prob_min_std,
+                            noise_clip=cfg.dppo.noise_clip)
+    critic = make_value_network(obs_dim, num_cells=tuple(cfg.encoder.critic_num_cells),
+                                observation_norm=flow.observation_norm, device=device)
+    return policy, critic, flow.observation_norm
+
+
+def make_flow_policy_loss(cfg: DictConfig, policy, critic, method: str):
+    """FPOLoss or DPPOLoss; the clip range comes from ``schedule.clip_epsilon`` like the other methods'."""
+    common = dict(clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0), critic_coeff=cfg.ppo.critic_coeff,
+                  loss_critic_type=cfg.ppo.loss_critic_type, normalize_advantage=cfg.ppo.normalize_advantage)
+    if method == "fpo":
+        return FPOLoss(policy, critic, ratio=cfg.fpo.ratio, log_ratio_clip=cfg.fpo.log_ratio_clip, **common)
+    clamp = cfg.dppo.log_prob_clamp
+    return DPPOLoss(policy, critic, num_finetune_steps=cfg.dppo.num_finetune_steps, aggregate=cfg.dppo.aggregate,
+                    log_prob_clamp=None if clamp is None else tuple(clamp), denoising_discount=cfg.dppo.denoising_discount,
+                    clip_epsilon_base=cfg.dppo.clip_epsilon_base, **common)
+
+
 def make_decoder_loss(cfg: DictConfig, decoder):
+    """The refit objective: the decoder's generative loss, GMPO-weighted with ``schedule.decoder_refit=weighted``."""
+    if cfg.schedule.decoder_refit == "weighted":
+        return GMPOLoss(decoder, beta=cfg.refit.gmpo_beta, max_weight=cfg.refit.gmpo_max_weight,
+                        num_noise_samples=cfg.refit.num_noise_samples)
     _, loss_cls = DECODERS[cfg.decoder.type]
     return loss_cls(decoder, num_noise_samples=cfg.refit.num_noise_samples)
+
+
+def decoder_data(cfg: DictConfig, data: TensorDictBase, ppo: PPOUpdate) -> TensorDictBase:
+    """Flat decoder-refit rows of a ``[num_envs, T]`` batch: (observation, pre-squash action), plus the
+    stage critic's GAE advantage, standardised per batch, for a weighted refit, and the transition keys
+    for an offline dataset when it is saved."""
+    keys = ["observation", "action"]
+    if cfg.schedule.save_decoder_data:
+        keys += [key for key in TRANSITION_KEYS if key not in keys]
+    rows = data.select(*keys)
+    if cfg.schedule.decoder_refit == "weighted":
+        advantage = ppo.advantages(data)
+        rows.set("advantage", (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6))
+    return rows.reshape(-1)
 
 
 # --------------------------------------------------------------------------- collection
@@ -333,25 +437,33 @@ def batch_seed(base: int, stage: int, index: int, kind: int) -> int:
 
 
 # --------------------------------------------------------------------------- PPO
-class LatentPPO:
-    """TorchRL's GAE + ClipPPOLoss (on the latent) + the latent regulariser, with one Adam over actor and
-    critic and a joint global-norm gradient clip, as the reference."""
+class PPOUpdate:
+    """The PPO update of every script: TorchRL's GAE (recomputed each epoch with the current critic), a
+    PPO-family loss, one Adam over actor and critic and a joint global-norm gradient clip, as the reference.
+
+    By default the loss is TorchRL's ``ClipPPOLoss`` on the latent plus the latent regulariser (GoRL,
+    Gaussian PPO); ``loss`` swaps in another ``ClipPPOLoss`` subclass (FPO, DPPO), without regulariser.
+    """
 
     def __init__(self, cfg: DictConfig, actor, critic, gamma: float, device: torch.device,
-                 observation_norm: ObservationNormalizer | None = None) -> None:
+                 observation_norm: ObservationNormalizer | None = None, loss=None) -> None:
         self.cfg = cfg
         self.actor, self.critic, self.observation_norm = actor, critic, observation_norm
         self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False, device=device)
-        self.loss = make_latent_ppo_loss(
-            actor,
-            critic,
-            clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0),
-            entropy_coeff=cfg.ppo.entropy_coeff,
-            critic_coeff=cfg.ppo.critic_coeff,
-            loss_critic_type=cfg.ppo.loss_critic_type,
-            normalize_advantage=cfg.ppo.normalize_advantage,
-        )
-        self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0), mode=cfg.ppo.latent_prior)
+        self.prior = None
+        if loss is None:
+            loss = make_latent_ppo_loss(
+                actor,
+                critic,
+                clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0),
+                entropy_coeff=cfg.ppo.entropy_coeff,
+                critic_coeff=cfg.ppo.critic_coeff,
+                loss_critic_type=cfg.ppo.loss_critic_type,
+                normalize_advantage=cfg.ppo.normalize_advantage,
+            )
+            self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0),
+                                         mode=cfg.ppo.latent_prior)
+        self.loss = loss
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.ppo.lr)
         size = frames_per_iteration(cfg)
@@ -364,7 +476,8 @@ class LatentPPO:
 
     def set_stage(self, hparams: dict[str, float]) -> None:
         self.loss.clip_epsilon.fill_(hparams["clip_epsilon"])
-        self.prior.coeff.fill_(hparams["latent_prior_coeff"])
+        if self.prior is not None:
+            self.prior.coeff.fill_(hparams["latent_prior_coeff"])
         self.max_grad_norm = hparams["max_grad_norm"]
 
     def reset_optimizer(self) -> None:
@@ -394,28 +507,29 @@ class LatentPPO:
             self.buffer.extend(data.reshape(-1))
             for batch in self.buffer:
                 out = self.loss(batch)
-                prior = self.prior(batch)
-                loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"] + prior["loss_latent_prior"]
+                metrics = {key: value for key, value in out.items() if not key.startswith("loss_")}
+                losses = {key: value for key, value in out.items() if key.startswith("loss_")}
+                if self.prior is not None:
+                    prior = self.prior(batch)
+                    losses["loss_latent_prior"] = prior["loss_latent_prior"]
+                    metrics["latent_scale_mean"] = prior["latent_scale_mean"]
+                loss = sum(losses.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
                 self.optimizer.step()
-                metrics = {
-                    "loss_objective": out["loss_objective"],
-                    "loss_critic": out["loss_critic"],
-                    "loss_entropy": out["loss_entropy"],
-                    "loss_latent_prior": prior["loss_latent_prior"],
-                    "kl_approx": out["kl_approx"],
-                    "clip_fraction": out["clip_fraction"],
-                    "entropy": out["entropy"],
-                    "explained_variance": out["explained_variance"],
-                    "latent_scale_mean": prior["latent_scale_mean"],
-                    "grad_norm": grad_norm,
-                }
+                metrics.update(losses)
                 for key, value in metrics.items():  # summed on the device: no host sync per minibatch
-                    totals[key] = totals.get(key, 0.0) + value.detach()
+                    totals[key] = totals.get(key, 0.0) + value.detach().mean()
                 count += 1
         return {f"train/{k}": float(v) / count for k, v in totals.items()}
+
+    @torch.no_grad()
+    def advantages(self, data: TensorDictBase) -> torch.Tensor:
+        """GAE advantages of a batch under the current critic, rewards scaled as in the update."""
+        data = data.select("observation", "next", "state_value", strict=False).clone(False)
+        data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
+        return self.gae(data).get("advantage")
 
     def state_dict(self) -> dict[str, Any]:
         # the sampler pre-draws its next permutation at the end of an epoch: part of the RNG stream
@@ -540,7 +654,7 @@ class EncoderRun:
     scripts keep the algorithm (what happens between stages)."""
 
     def __init__(self, cfg: DictConfig, *, algo: str, task: str, device: torch.device, dims: tuple[int, int],
-                 policy, actor, critic, ppo: LatentPPO, collector, eval_env, decoder=None) -> None:
+                 policy, actor, critic, ppo: PPOUpdate, collector, eval_env, decoder=None) -> None:
         self.cfg, self.task, self.device, self.dims = cfg, task, device, dims
         self.policy, self.actor, self.critic, self.decoder = policy, actor, critic, decoder
         self.ppo, self.collector, self.eval_env = ppo, collector, eval_env
@@ -665,6 +779,20 @@ class EncoderRun:
         if stage + 1 < num_stages:
             self.progress["stage_starts"].append(self.total_frames())
         self.checkpoint(f"stage{stage}_end")
+
+    def train_single_stage(self) -> None:
+        """The baselines' schedule: one PPO stage with stage-0 settings for GoRL's whole env-step budget
+        (encoder PPO + decoder data), evaluated as often as all GoRL stages together."""
+        cfg = self.cfg
+        num_iterations = total_interaction_frames(cfg) // frames_per_iteration(cfg)
+        self.pbar = tqdm.tqdm(total=num_iterations * frames_per_iteration(cfg), initial=self.total_frames(),
+                              disable=not cfg.logger.progress_bar)
+        if self.progress["stage"] == 0:
+            hparams = stage_hparams(cfg, 0)
+            self.start_stage(0, hparams, None)
+            self.train_stage(0, num_iterations, cfg.eval.num_evals * cfg.schedule.num_stages, hparams)
+            self.load_best_encoder()
+            self.end_stage(0, 1)
 
     # -- end of run
     def finish(self, title: str, **extra: Any) -> dict[str, Any]:

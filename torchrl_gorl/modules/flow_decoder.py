@@ -24,6 +24,8 @@ class FlowDecoderModule(GenerativeDecoder):
 
     Keyword Args:
         num_steps (int): Euler steps. Defaults to 10.
+        output_scale (float): the velocity is ``output_scale * MLP(...)``; FPO's policy network
+            uses 0.25. Defaults to 1.0.
         num_cells (sequence of int): hidden sizes of the velocity MLP. Defaults to ``(64,) * 4``.
         activation_class (type): hidden activation. Defaults to SiLU.
         num_frequencies (int): time-embedding frequencies. Defaults to 4.
@@ -42,28 +44,44 @@ class FlowDecoderModule(GenerativeDecoder):
         torch.Size([6])
     """
 
-    def __init__(self, observation_dim: int, action_dim: int, *, num_steps: int = 10, **kwargs) -> None:
+    def __init__(
+        self, observation_dim: int, action_dim: int, *, num_steps: int = 10, output_scale: float = 1.0, **kwargs
+    ) -> None:
         check_positive(num_steps=num_steps)
+        if isinstance(output_scale, bool) or not isinstance(output_scale, (int, float)) or not output_scale > 0:
+            raise ValueError(f"output_scale must be a positive number, got {output_scale!r}.")
         super().__init__(observation_dim, action_dim, **kwargs)
         self.num_steps = num_steps
+        self.output_scale = float(output_scale)
 
     def velocity(self, observation: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``v_phi(s, x_t, t)`` for a raw observation; ``t`` has a trailing singleton dimension."""
-        return self.network(self.observation_norm(observation), x, t)
+        return self.output_scale * self.network(self.observation_norm(observation), x, t)
+
+    def step_times(self, like: torch.Tensor) -> torch.Tensor:
+        """``t_k = 1 - k / K`` for ``k < K``: the left ends of the Euler steps, shape ``[K, 1]``."""
+        k = torch.arange(self.num_steps, device=like.device, dtype=like.dtype)
+        return (1.0 - k / self.num_steps).unsqueeze(-1)
+
+    def step_velocity(self, condition: torch.Tensor, x: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
+        """Velocity from precomputed observation and time terms (see :class:`ConditionalDecoderNetwork`)."""
+        return self.output_scale * self.network.forward_features(condition, x, time_features)
 
     def _sample(self, observation: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         condition = self.network.condition(observation)
-        # t_k = 1 - k / K for k < K: the left ends of the Euler steps
-        t = 1.0 - torch.arange(self.num_steps, device=latent.device, dtype=latent.dtype) / self.num_steps
-        time_features = self.network.time_features(t.unsqueeze(-1))
+        time_features = self.network.time_features(self.step_times(latent))
         dt = -1.0 / self.num_steps
         x = latent
         for k in range(self.num_steps):
-            x = x + dt * self.network.forward_features(condition, x, time_features[k])
+            x = x + dt * self.step_velocity(condition, x, time_features[k])
         return x
 
-    def sampler_config(self) -> dict[str, int]:
-        return {"num_steps": self.num_steps}
+    def sampler_config(self) -> dict[str, float]:
+        config: dict[str, float] = {"num_steps": self.num_steps}
+        if self.output_scale != 1.0:  # kept out otherwise: state_dicts of unscaled decoders stay as they were
+            config["output_scale"] = self.output_scale
+        return config
 
     def extra_repr(self) -> str:
-        return f"observation_dim={self.observation_dim}, action_dim={self.action_dim}, num_steps={self.num_steps}"
+        return (f"observation_dim={self.observation_dim}, action_dim={self.action_dim}, num_steps={self.num_steps}, "
+                f"output_scale={self.output_scale}")

@@ -1,0 +1,59 @@
+"""FPO baseline (Flow Policy Optimization, arXiv 2507.21053) on dm_control, on the same utils, collector,
+evaluation and logging as gorl_ppo.py.
+
+The flow policy itself is trained: x_1 ~ N(0, I) goes through 10 Euler steps of a velocity network
+(4x32 SiLU, output x0.25) to the pre-squash action; PPO-clip acts on exp(CFM loss difference) at the
+8 (t, eps) pairs per action drawn at collection time (``FPOLoss``). Settings are GoRL's FPO
+baseline (clip 0.05, lr 3e-4, per-sample ratios with the exponent clipped to +-3, no grad clipping,
+no entropy term; baselines.md §1). Like ppo_gaussian.py it runs one stage for GoRL's whole env-step
+budget, so the comparison is at equal interaction.
+
+    python sota-implementations/fpo.py                         # CPU preset, cheetah-run
+    python sota-implementations/fpo.py fpo.ratio=mean          # the FPO paper's ratio (mean before exp)
+    python sota-implementations/fpo.py preset=smoke
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from torchrl_gorl.envs import make_env
+from utils_gorl import EncoderRun, env_dims, make_collector, make_flow_policy, make_flow_policy_loss, PPOUpdate, setup
+
+
+def train_flow_policy(cfg: DictConfig, method: str) -> dict:
+    """The whole run of a direct flow-policy baseline; ``method`` is ``"fpo"`` or ``"dppo"`` (dppo.py)."""
+    # ---------------------------------------------------------------- config
+    device, task, gamma, saved = setup(cfg, method=method)
+
+    # ---------------------------------------------------------------- models
+    obs_dim, act_dim = env_dims(task)
+    policy, critic, observation_norm = make_flow_policy(cfg, obs_dim, act_dim, device, method=method)
+
+    # ---------------------------------------------------------------- collector and eval env
+    collector = make_collector(cfg, task, policy, device)
+    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
+
+    # ---------------------------------------------------------------- loss: FPOLoss or DPPOLoss
+    loss = make_flow_policy_loss(cfg, policy, critic, method=method)
+    ppo = PPOUpdate(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
+
+    # ---------------------------------------------------------------- run state, fresh or resumed
+    run = EncoderRun(cfg, algo=method.upper(), task=task, device=device, dims=(obs_dim, act_dim), policy=policy,
+                     actor=policy, critic=critic, ppo=ppo, collector=collector, eval_env=eval_env)
+    if saved is not None:
+        run.restore(saved)
+
+    # ---------------------------------------------------------------- training: one stage
+    run.train_single_stage()
+    extra = {"ratio": cfg.fpo.ratio} if method == "fpo" else {}
+    return run.finish(f"{method.upper()} {task}, seed {cfg.env.seed}", algorithm=method, **extra)
+
+
+@hydra.main(config_path="config", config_name="fpo", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    return train_flow_policy(cfg, "fpo")
+
+
+if __name__ == "__main__":
+    main()

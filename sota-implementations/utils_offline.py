@@ -1,0 +1,156 @@
+"""Shared pieces of the offline scripts (gmpo.py, gmpg.py): config checks, the dataset, IQL critics,
+supervised fitting, evaluation and outputs. Online pieces (env factory, logger, seeds) come from utils_gorl."""
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import time
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torchrl.objectives import SoftUpdate
+
+from torchrl_gorl import DiffusionDecoderModule, FlowDecoderModule, IQLCriticLoss, make_iql_critics, make_prior_policy
+from torchrl_gorl.envs import make_env, resolve_task, task_id
+from torchrl_gorl.training import evaluate_policy, load_transitions, TRANSITION_KEYS
+from utils_gorl import _choice, _int_list, _positive_float, _positive_int, batch_seed, get_device, quiet_logs, RunLogger
+from utils_gorl import seed_everything, set_threads
+
+
+def validate_offline_config(cfg: DictConfig, method: str) -> None:
+    """Fails at start-up, naming the key."""
+    try:
+        resolve_task(cfg.env.task)
+    except ValueError as err:
+        raise ValueError(f"config key env.task: {err}") from None
+    paths = cfg.dataset.paths
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, (list, ListConfig)) or not paths:
+        raise ValueError("config key dataset.paths must name at least one dataset (e.g. a GoRL run's "
+                         "datasets/stage0, written with schedule.save_decoder_data=true).")
+    for key in ("dataset.batch_size", "critic.steps", "policy.steps", "eval.num_episodes", "eval.num_envs",
+                "eval.interval", "decoder.num_steps"):
+        _positive_int(cfg, key)
+    for key in ("critic.lr", "critic.tau", "policy.lr", "policy.beta"):
+        _positive_float(cfg, key)
+    _int_list(cfg, "critic.num_cells")
+    _int_list(cfg, "decoder.num_cells")
+    if not 0 < cfg.critic.expectile < 1:
+        raise ValueError(f"config key critic.expectile must be in (0, 1), got {cfg.critic.expectile!r}.")
+    if not 0 < cfg.critic.gamma <= 1:
+        raise ValueError(f"config key critic.gamma must be in (0, 1], got {cfg.critic.gamma!r}.")
+    if method == "gmpo":
+        _choice(cfg, "decoder.type", ["flow", "diffusion"])
+        _positive_int(cfg, "decoder.num_diffusion_steps")
+        _positive_float(cfg, "policy.max_weight")
+    else:
+        _positive_int(cfg, "behaviour.steps")
+        _positive_float(cfg, "behaviour.lr")
+        _positive_int(cfg, "policy.batch_size")
+        _choice(cfg, "policy.divergence", ["exact", "hutchinson"])
+    _choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
+
+
+def setup_offline(cfg: DictConfig, method: str) -> tuple[torch.device, str]:
+    quiet_logs()
+    validate_offline_config(cfg, method)
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.env.seed)
+    return get_device(cfg.device), task_id(cfg.env.task)
+
+
+def load_dataset(cfg: DictConfig, device: torch.device):
+    """All transitions of ``dataset.paths`` (relative to where the command ran) in one replay buffer."""
+    from hydra.utils import to_absolute_path
+
+    paths = [cfg.dataset.paths] if isinstance(cfg.dataset.paths, str) else list(cfg.dataset.paths)
+    try:
+        buffer = load_transitions([to_absolute_path(p) for p in paths], batch_size=cfg.dataset.batch_size,
+                                  required_keys=TRANSITION_KEYS, device=device)
+    except ValueError as err:
+        raise ValueError(f"config key dataset.paths: {err}") from None
+    data = buffer[:]
+    return buffer, data["observation"].shape[-1], data["action"].shape[-1]
+
+
+def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, observations: torch.Tensor):
+    """The generative policy's decoder, its observation statistics taken from the dataset."""
+    if cfg.decoder.type == "flow":
+        decoder = FlowDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.decoder.num_cells),
+                                    num_steps=cfg.decoder.num_steps, device=device)
+    else:
+        decoder = DiffusionDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.decoder.num_cells),
+                                         num_diffusion_steps=cfg.decoder.num_diffusion_steps, device=device)
+    decoder.observation_norm.update(observations)
+    return decoder
+
+
+def fit(loss_fn, loss_keys: tuple[str, ...], params, buffer, steps: int, lr: float, *,
+        after_step: Callable[[int], None] | None = None, log: Callable[[dict, int], None] | None = None,
+        batch: Callable[[], Any] | None = None) -> None:
+    """Adam on ``sum(loss_fn(batch)[k] for k in loss_keys)`` for ``steps`` minibatches of ``buffer``."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for step in range(1, steps + 1):
+        out = loss_fn(buffer.sample() if batch is None else batch())
+        loss = sum(out[k] for k in loss_keys)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(step)
+        if log is not None and (step % 100 == 0 or step == steps):
+            log({k: float(v.detach()) for k, v in out.items()}, step)
+
+
+def train_critics(cfg: DictConfig, buffer, obs_dim: int, act_dim: int, device, logger: "OfflineRun") -> IQLCriticLoss:
+    """IQL: expectile V and double Q on the dataset's transitions (rewards as stored: raw env rewards)."""
+    q, v = make_iql_critics(obs_dim, act_dim, num_cells=tuple(cfg.critic.num_cells), device=device)
+    critic = IQLCriticLoss(q, v, expectile=cfg.critic.expectile, gamma=cfg.critic.gamma)
+    target = SoftUpdate(critic, tau=cfg.critic.tau)
+    fit(critic, ("loss_value", "loss_qvalue"), critic.parameters(), buffer, cfg.critic.steps, cfg.critic.lr,
+        after_step=lambda step: target.step(), log=lambda m, s: logger.log("critic", m, s))
+    return critic
+
+
+class OfflineRun:
+    """Evaluation on dm_control (the online protocol: deterministic, full 1000-step episodes), logging and outputs."""
+
+    FIELDS = ["phase", "step", "return_mean", "return_std", "return_min", "return_max", "num_episodes"]
+
+    def __init__(self, cfg: DictConfig, algo: str, task: str, dataset_size: int) -> None:
+        self.cfg, self.task, self.dataset_size = cfg, task, dataset_size
+        self.eval_env = make_env(task, cfg.eval.num_envs, backend="batched")
+        self.logger = RunLogger(cfg, algo, task)
+        self.rows: list[dict[str, Any]] = []
+        self.frames_eval = 0
+        self.start = time.time()
+
+    def log(self, phase: str, metrics: dict[str, float], step: int) -> None:
+        self.logger.log({f"{phase}/{k}": v for k, v in metrics.items()}, step)
+
+    def evaluate(self, decoder, phase: str, step: int) -> dict[str, float]:
+        result = evaluate_policy(self.eval_env, make_prior_policy(decoder), num_episodes=self.cfg.eval.num_episodes,
+                                 seed=batch_seed(self.cfg.env.seed, 0, len(self.rows), kind=3))
+        self.frames_eval += result.pop("frames")
+        row = {"phase": phase, "step": step, **result}
+        self.rows.append(row)
+        self.log("eval", {k: row[k] for k in ("return_mean", "return_std")}, step)
+        return row
+
+    def finish(self, policy_decoder, **extra: Any) -> dict[str, Any]:
+        final = self.evaluate(policy_decoder, "final", self.rows[-1]["step"] if self.rows else 0)
+        self.eval_env.close()
+        out = pathlib.Path.cwd()
+        with open(out / "eval.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        summary = {**extra, "task": self.task, "seed": self.cfg.env.seed, "dataset_transitions": self.dataset_size,
+                   "final_return": final["return_mean"], "final_return_std": final["return_std"],
+                   "frames_eval": self.frames_eval, "wall_time_s": time.time() - self.start,
+                   "config": OmegaConf.to_container(self.cfg, resolve=True)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
