@@ -5,7 +5,7 @@
 
 Each run's ``eval.csv`` and ``summary.json`` are copied to ``results/learning/<task>/<method>/seed<k>/`` (small,
 committed); everything else stays in ``outputs/``. Methods: ``gorl_flow``, ``gorl_diffusion`` (gorl_ppo.py with
-``decoder.type``), ``ppo_gaussian``, ``fpo`` and ``dppo``, all at the same total env-step budget (the preset's).
+``decoder.type``), ``gorl_flow_weighted`` (``schedule.decoder_refit=weighted``), ``ppo_gaussian``, ``fpo`` and ``dppo``, all at the same total env-step budget (the preset's).
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ RESULTS = ROOT / "results" / "learning"
 METHODS = {
     "gorl_flow": ("gorl_ppo.py", ["decoder.type=flow"]),
     "gorl_diffusion": ("gorl_ppo.py", ["decoder.type=diffusion"]),
+    "gorl_flow_weighted": ("gorl_ppo.py", ["decoder.type=flow", "schedule.decoder_refit=weighted"]),
     "ppo_gaussian": ("ppo_gaussian.py", []),
     "fpo": ("fpo.py", []),
     "dppo": ("dppo.py", []),
 }
-LABELS = {"gorl_flow": "GoRL (flow)", "gorl_diffusion": "GoRL (diffusion)", "ppo_gaussian": "Gaussian PPO",
+LABELS = {"gorl_flow": "GoRL (flow)", "gorl_diffusion": "GoRL (diffusion)",
+          "gorl_flow_weighted": "GoRL (flow, GMPO-weighted refit)", "ppo_gaussian": "Gaussian PPO",
           "fpo": "FPO", "dppo": "DPPO"}
 # the paper's curves read off its figure (shared/reference/paper-results.md), encoder env steps only, +-30
 PAPER = {
@@ -140,7 +142,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the grid and save the per-run CSVs")
     run.add_argument("--tasks", nargs="+", default=["cheetah-run", "finger-spin", "hopper-stand"])
-    run.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    run.add_argument("--methods", nargs="+", default=["gorl_flow", "gorl_diffusion", "ppo_gaussian"], choices=list(METHODS))
     run.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     run.add_argument("--preset", default="cpu")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time (one core each)")

@@ -13,7 +13,6 @@ from torchrl_gorl import (
     flow_log_prob,
     flow_sample_log_prob,
     FlowDecoderModule,
-    FlowMatchingLoss,
     GMPGLoss,
     gmpo_weights,
     GMPOLoss,

@@ -151,3 +151,55 @@ def test_script_reports_bad_config_before_any_compute(tmp_path):
     assert result.returncode != 0
     assert "config key env.task: unknown task 'cheetah-walk'" in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def weighted_run(tmp_path_factory):
+    """Two stages with the GMPO-weighted decoder refit, saving the decoder data for the offline scripts."""
+    run_dir = tmp_path_factory.mktemp("weighted")
+    result = _run("gorl_ppo.py", run_dir, "schedule.decoder_refit=weighted", "schedule.save_decoder_data=true",
+                  "decoder.type=diffusion")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run_dir
+
+
+def test_weighted_refit_run_saves_its_decoder_data(weighted_run):
+    from torchrl_gorl.training import load_transitions, TRANSITION_KEYS
+
+    summary = json.loads((weighted_run / "summary.json").read_text())
+    assert len(summary["refits"]) == 1 and summary["frames_total"] == 10000
+    data = load_transitions(weighted_run / "datasets" / "stage0", required_keys=TRANSITION_KEYS)[:]
+    assert data.shape == (2000,)
+    # the standardised GAE advantages the weights were made from
+    assert abs(data["advantage"].mean().item()) < 1e-4 and abs(data["advantage"].std().item() - 1) < 1e-3
+    assert data["next", "done"].sum() == 2  # one full episode per env
+
+
+def test_weighted_refit_uses_gmpo_weights():
+    from torchrl_gorl import FlowMatchingLoss, GMPOLoss
+
+    cfg = _compose("preset=smoke", "schedule.decoder_refit=weighted", "refit.gmpo_beta=2.0")
+    decoder = utils_gorl.make_decoder(cfg, 17, 6, torch.device("cpu"))
+    loss = utils_gorl.make_decoder_loss(cfg, decoder)
+    assert isinstance(loss, GMPOLoss) and loss.beta == 2.0 and loss.max_weight == 20.0
+    assert isinstance(utils_gorl.make_decoder_loss(_compose("preset=smoke"), decoder), FlowMatchingLoss)
+
+
+@pytest.mark.parametrize("script", ["gmpo.py", "gmpg.py"])
+def test_offline_scripts_train_on_a_saved_dataset(weighted_run, script, tmp_path):
+    cmd = [sys.executable, str(SOTA / script), f"dataset.paths=[{weighted_run / 'datasets' / 'stage0'}]",
+           "critic.steps=20", "policy.steps=4", "behaviour.steps=20" if script == "gmpg.py" else "policy.lr=1e-4",
+           "eval.num_episodes=1", "eval.num_envs=1", "eval.interval=2", "decoder.num_cells=[32,32]",
+           "critic.num_cells=[32]", "env.task=cheetah-run", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["dataset_transitions"] == 2000 and summary["algorithm"] == script[:-3]
+    rows = (tmp_path / "eval.csv").read_text().strip().splitlines()
+    assert rows[-1].startswith("final,") and len(rows) >= 4  # header, two in training, the final one
+
+
+def test_offline_script_names_a_missing_dataset(tmp_path):
+    cmd = [sys.executable, str(SOTA / "gmpo.py"), f"dataset.paths=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "config key dataset.paths: no dataset at" in result.stderr
