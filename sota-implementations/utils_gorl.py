@@ -206,11 +206,10 @@ def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
         _choice(cfg, "fpo.t_sampling", ["grid", "uniform"])
         _choice(cfg, "fpo.cfm_weighting", ["eps", "velocity"])
         return
-    sigma = _positive_float(cfg, "dppo.sde_sigma", allow_zero=True)
-    floor = _positive_float(cfg, "dppo.log_prob_min_std", allow_zero=True)
-    if max(sigma, floor) == 0:
-        raise ValueError("config key dppo.sde_sigma must be positive (or dppo.log_prob_min_std): "
-                         "the denoising steps need a likelihood.")
+    sigma = OmegaConf.select(cfg, "dppo.sde_sigma")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ValueError(f"config key dppo.sde_sigma must be positive (the denoising steps need noise), got {sigma!r}.")
+    _positive_float(cfg, "dppo.log_prob_min_std", allow_zero=True)
     if cfg.dppo.noise_clip is not None:
         _positive_float(cfg, "dppo.noise_clip")
     if cfg.dppo.num_finetune_steps is not None:
@@ -225,8 +224,10 @@ def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
     if isinstance(discount, bool) or not isinstance(discount, (int, float)) or not 0 < discount <= 1:
         raise ValueError(f"config key dppo.denoising_discount must be in (0, 1], got {discount!r}.")
     base = cfg.dppo.clip_epsilon_base
-    if base is not None and (isinstance(base, bool) or not isinstance(base, (int, float)) or not 0 < base < 1):
-        raise ValueError(f"config key dppo.clip_epsilon_base must be null or in (0, 1), got {base!r}.")
+    final = stage_value(cfg.schedule.clip_epsilon, 0)
+    if base is not None and (isinstance(base, bool) or not isinstance(base, (int, float)) or not 0 < base <= final):
+        raise ValueError(f"config key dppo.clip_epsilon_base must be null or in (0, schedule.clip_epsilon = {final}], "
+                         f"got {base!r}: the clip range grows along the chain.")
 
 
 def frames_per_iteration(cfg: DictConfig) -> int:
@@ -353,7 +354,8 @@ def make_flow_policy(cfg: DictConfig, obs_dim: int, act_dim: int, device, method
                             noise_clip=cfg.dppo.noise_clip)
     critic = make_value_network(obs_dim, num_cells=tuple(cfg.encoder.critic_num_cells),
                                 observation_norm=flow.observation_norm, device=device)
-    return policy, critic, flow.observation_norm
+    # without normalisation the statistics stay at loc 0, scale 1: the normaliser is the identity
+    return policy, critic, flow.observation_norm if cfg.encoder.normalize_observations else None
 
 
 def make_flow_policy_loss(cfg: DictConfig, policy, critic, method: str):

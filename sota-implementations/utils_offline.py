@@ -44,9 +44,12 @@ def validate_offline_config(cfg: DictConfig, method: str) -> None:
         raise ValueError(f"config key critic.gamma must be in (0, 1], got {cfg.critic.gamma!r}.")
     if method == "gmpo":
         _choice(cfg, "decoder.type", ["flow", "diffusion"])
-        _positive_int(cfg, "decoder.num_diffusion_steps")
+        if _positive_int(cfg, "decoder.num_diffusion_steps") < 2:
+            raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
         _positive_float(cfg, "policy.max_weight")
+        _positive_int(cfg, "policy.num_noise_samples")
     else:
+        _choice(cfg, "decoder.type", ["flow"])  # GMPG needs the flow's log-density
         _positive_int(cfg, "behaviour.steps")
         _positive_float(cfg, "behaviour.lr")
         _positive_int(cfg, "policy.batch_size")

@@ -198,7 +198,10 @@ def test_flow_policy_state_dict_round_trip():
     "make,message",
     [
         (lambda f: FlowPolicy(f, record="ppo"), "record must be one of"),
-        (lambda f: FlowPolicy(f, record="dppo"), "needs a step likelihood"),
+        (lambda f: FlowPolicy(f, record="dppo"), "needs stochastic steps"),
+        (lambda f: FlowPolicy(f, record="dppo", sde_sigma=0.0, log_prob_min_std=0.1), "needs stochastic steps"),
+        (lambda f: DPPOLoss(FlowPolicy(f, record="dppo", sde_sigma=0.1), clip_epsilon=0.1, clip_epsilon_base=0.2),
+         "clip_epsilon_base must be in"),
         (lambda f: FlowPolicy(f, sde_sigma=[0.1, 0.1]), "sde_sigma must be"),
         (lambda f: FlowPolicy(f, num_mc_samples=0), "num_mc_samples must be a positive integer"),
         (lambda f: FPOLoss(FlowPolicy(f, record="fpo"), ratio="median"), "ratio must be one of"),

@@ -163,6 +163,22 @@ def test_gmpg_anchor_vanishes_at_the_behaviour_and_gradients_reach_the_policy_on
                 TensorDict(observation=torch.randn(4, OBS), batch_size=[4]))["loss_gmpg"].backward()
 
 
+def test_gmpg_gradient_follows_the_critic():
+    """The Q term reaches the policy through the sampled action: beta changes the gradient, the critic gets none."""
+    torch.manual_seed(0)
+    mu = FlowDecoderModule(OBS, ACT, num_cells=(16,), num_steps=4)
+    critic = IQLCriticLoss(*make_iql_critics(OBS, ACT, num_cells=(16,)))
+    observation = TensorDict(observation=torch.randn(16, OBS), batch_size=[16])
+    grads = {}
+    for beta in (0.0, 100.0):
+        pi = copy.deepcopy(mu)
+        torch.manual_seed(1)
+        GMPGLoss(pi, mu, critic, beta=beta)(observation)["loss_gmpg"].backward()
+        grads[beta] = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in pi.network.parameters()])
+    assert (grads[100.0] - grads[0.0]).norm() > 3 * grads[0.0].norm()
+    assert all(p.grad is None for p in critic.parameters())
+
+
 def test_gmpg_bad_input():
     mu = FlowDecoderModule(OBS, ACT, num_cells=(16,))
     critic = IQLCriticLoss(*make_iql_critics(OBS, ACT, num_cells=(16,)))

@@ -199,6 +199,24 @@ def test_offline_scripts_train_on_a_saved_dataset(weighted_run, script, tmp_path
     assert rows[-1].startswith("final,") and len(rows) >= 4  # header, two in training, the final one
 
 
+@pytest.mark.parametrize(
+    "script,override,message",
+    [
+        ("gmpo", "policy.num_noise_samples=0", "policy.num_noise_samples must be a positive integer"),
+        ("gmpo", "decoder.num_diffusion_steps=1", "decoder.num_diffusion_steps must be at least 2"),
+        ("gmpg", "decoder.type=diffusion", "decoder.type must be one of"),
+        ("gmpg", "critic.expectile=1.5", r"critic.expectile must be in \(0, 1\)"),
+    ],
+)
+def test_offline_bad_config_names_the_key(script, override, message):
+    import utils_offline
+
+    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
+        cfg = compose(config_name=script, overrides=["dataset.paths=[somewhere]", override])
+    with pytest.raises(ValueError, match=message):
+        utils_offline.validate_offline_config(cfg, script)
+
+
 def test_offline_script_names_a_missing_dataset(tmp_path):
     cmd = [sys.executable, str(SOTA / "gmpo.py"), f"dataset.paths=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -108,10 +108,9 @@ class FlowPolicy(TensorDictModuleBase):
             raise ValueError(f"log_prob_min_std must be non-negative, got {log_prob_min_std!r}.")
         if noise_clip is not None and not noise_clip > 0:
             raise ValueError(f"noise_clip must be positive or None, got {noise_clip!r}.")
-        if record == "dppo" and min(max(s, log_prob_min_std) for s in sigma) == 0:
-            raise ValueError(
-                "record='dppo' needs a step likelihood: sde_sigma (or log_prob_min_std) must be positive at every step."
-            )
+        if record == "dppo" and min(sigma) == 0:
+            # a noiseless step is deterministic: its likelihood ratio has no gradient, whatever the floor
+            raise ValueError("record='dppo' needs stochastic steps: sde_sigma must be positive at every step.")
         self.flow = flow
         self.record = record
         self.num_mc_samples = num_mc_samples

@@ -29,7 +29,9 @@ class DPPOLoss(FlowPolicyPPOLoss):
     * ``num_finetune_steps = K'``: only the last ``K'`` steps enter the objective (DPPO fine-tunes the
       last ``K'`` of ``K``; here the network is shared, so the earlier steps still move with it);
     * ``log_prob_clamp = (-5, 2)`` and ``aggregate="mean"``: per-dimension log-likelihoods clamped,
-      then averaged over dimensions (DPPO's ratio is a geometric mean over dimensions);
+      then averaged over dimensions (DPPO's ratio is a geometric mean over dimensions). DPPO pairs the
+      clamp with a 0.1 std floor (``FlowPolicy(log_prob_min_std=0.1)``): with ``sigma = 0.05`` alone the
+      per-dimension maximum is 2.08, so the upper clamp would cut the gradient of about 30% of dimensions;
     * ``denoising_discount = 0.99``: step ``k`` of ``K'`` gets ``gamma^(K' - 1 - k)`` times the advantage;
     * ``clip_epsilon_base``: a clip range growing along the chain,
       ``eps_k = eps_base + (eps - eps_base) (e^(3k/(K'-1)) - 1) / (e^3 - 1)``;
@@ -109,8 +111,9 @@ class DPPOLoss(FlowPolicyPPOLoss):
             raise ValueError(f"log_prob_clamp must be (low, high) with low < high, got {log_prob_clamp!r}.")
         if not 0 < denoising_discount <= 1:
             raise ValueError(f"denoising_discount must be in (0, 1], got {denoising_discount!r}.")
-        if clip_epsilon_base is not None and not 0 < clip_epsilon_base < 1:
-            raise ValueError(f"clip_epsilon_base must be in (0, 1), got {clip_epsilon_base!r}.")
+        if clip_epsilon_base is not None and not 0 < clip_epsilon_base <= clip_epsilon:
+            raise ValueError(f"clip_epsilon_base must be in (0, clip_epsilon = {clip_epsilon}], got {clip_epsilon_base!r}: "
+                             "the clip range grows along the chain.")
         super().__init__(actor_network, critic_network, clip_epsilon=clip_epsilon, **kwargs)
         self.num_finetune_steps = num_finetune_steps
         self.aggregate = aggregate

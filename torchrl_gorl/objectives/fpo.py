@@ -45,8 +45,8 @@ class FPOLoss(FlowPolicyPPOLoss):
     Default keys (change with :meth:`set_keys`): those of ``ClipPPOLoss`` (``advantage``,
     ``value_target``, ``state_value``, ``action``, ...) plus ``observation="observation"``,
     ``mc_time=("fpo", "t")``, ``mc_noise=("fpo", "noise")``, ``cfm_loss=("fpo", "cfm_loss")``.
-    Outputs: ``loss_objective``, ``loss_critic``, ``clip_fraction``, ``kl_approx`` (mean
-    ``l_new - l_old``), ``mean_ratio``, ``max_ratio``, ``ESS``, ``cfm_loss`` (mean ``l_new``),
+    Outputs: ``loss_objective``, ``loss_critic``, ``clip_fraction``, ``kl_approx`` (minus the mean
+    log-ratio, i.e. mean ``l_new - l_old``, clipped to ``+-c`` with per-sample ratios), ``mean_ratio``, ``max_ratio``, ``ESS``, ``cfm_loss`` (mean ``l_new``),
     ``explained_variance``.
 
     Examples:

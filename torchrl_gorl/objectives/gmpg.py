@@ -1,6 +1,7 @@
 """GMPG (Zhang et al., arXiv 2412.01245): a KL-anchored policy gradient through a flow policy's sampler."""
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -27,8 +28,8 @@ class GMPGLoss(LossModule):
     ``"path"`` takes the exact density of the Euler sampler along the sampled path instead (one pass
     less); it differs from the backward-integrated density by an ``O(1 / num_steps)`` discretisation term.
 
-    Only the policy flow is trained: the behaviour flow is frozen (its parameters stop requiring grad
-    when the loss is built) and the Q function is evaluated with the critic's target parameters, so
+    Only the policy flow is trained: the loss keeps a frozen copy of the behaviour flow, taken when it
+    is built, and the Q function is evaluated with the critic's target parameters, so
     its gradient reaches the action but no critic parameter. GenerativeRL integrates with 1000 Euler
     steps through an adjoint solver; here the flows' own ``num_steps`` grid is differentiated directly
     (memory grows with ``num_steps``).
@@ -101,7 +102,8 @@ class GMPGLoss(LossModule):
         super().__init__()
         self.policy_log_prob = policy_log_prob
         self.policy_flow = policy_flow
-        self.behaviour_flow = behaviour_flow.requires_grad_(False)
+        # a frozen copy: the anchor stays where it was, and the caller's module is left untouched
+        self.behaviour_flow = copy.deepcopy(behaviour_flow).requires_grad_(False)
         self.critic = critic
         self.beta = float(beta)
         self.divergence = divergence

@@ -105,9 +105,12 @@ class IQLCriticLoss(IQLLoss):
         loss_qvalue, _ = self.qvalue_loss(tensordict)
         return TensorDict(loss_value=loss_value, loss_qvalue=loss_qvalue)
 
-    @torch.no_grad()
     def min_qvalue(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """``min_j Q_target,j(s, a)``, shape ``[*B]``."""
+        """``min_j Q_target,j(s, a)``, shape ``[*B]``.
+
+        Evaluated with the target parameters, which never require grad: the result is differentiable in
+        the action (GMPG's pathwise gradient) but gives no gradient to any critic parameter.
+        """
         td = self._vmap_qvalue_networkN0(tensordict.select(*self.qvalue_network.in_keys, strict=False),
                                          self.target_qvalue_network_params)
         return td.get(self.tensor_keys.state_action_value).min(0)[0].squeeze(-1)
@@ -118,6 +121,7 @@ class IQLCriticLoss(IQLLoss):
         with self.value_network_params.to_module(self.value_network):
             return self.value_network(td).get(self.tensor_keys.value).squeeze(-1)
 
+    @torch.no_grad()
     def advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
         """``min_j Q_target,j(s, a) - V(s)`` without gradients, shape ``[*B]``."""
         return self.min_qvalue(tensordict) - self.state_value(tensordict)
