@@ -127,7 +127,7 @@ def make_table() -> None:
         ax.set_xlabel("env steps (encoder PPO + decoder data)")
         ax.set_ylabel("eval return")
         ax.set_title(task)
-        ax.legend()
+        ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(img / f"learning_{task}.png", dpi=110)

@@ -109,17 +109,17 @@ def plot(data: torch.Tensor, results: dict[str, torch.Tensor], path: pathlib.Pat
 
     fig, axes = plt.subplots(1, 1 + len(results), figsize=(4 * (1 + len(results)), 4), sharex=True, sharey=True)
     axes[0].scatter(*data.T, c=value(data), s=2, cmap="viridis")
-    axes[0].set_title(f"behaviour data (mean value {value(data).mean():.2f})")
+    axes[0].set_title(f"behaviour data\nmean value {value(data).mean():.2f}", fontsize=9)
     for ax, (name, paths) in zip(axes[1:], results.items()):
         for p in paths[:40]:
             ax.plot(*p.T, color="grey", lw=0.5, alpha=0.5)
         samples = paths[:, -1]
         ax.scatter(*samples.T, c=value(samples), s=2, cmap="viridis", vmin=0.3, vmax=1.0)
-        ax.set_title(f"{name} samples and paths (mean value {value(samples).mean():.2f})")
+        ax.set_title(f"{name}: samples and paths\nmean value {value(samples).mean():.2f}", fontsize=9)
     for ax in axes:
         ax.set_xlim(-1.3, 1.3), ax.set_ylim(-1.3, 1.3), ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
