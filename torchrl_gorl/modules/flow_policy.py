@@ -211,6 +211,9 @@ class FlowPolicy(TensorDictModuleBase):
                     tensordict.set(key, value)
             else:
                 tensordict.set(self.out_keys[1], chain)
+                # scored from the stored chain with the loss's own function (a second pass of K velocity calls
+                # rather than -xi^2 / 2 from the drawn noise): float rounding would otherwise keep the first
+                # PPO ratio from being exactly 1
                 tensordict.set(self.out_keys[2], self.step_log_prob(observation, chain))
         return tensordict
 
