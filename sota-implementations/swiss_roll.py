@@ -91,14 +91,7 @@ def train_gmpg(behaviour: FlowDecoderModule, *, steps: int, beta: float = 4.0, b
 @torch.no_grad()
 def sample_paths(flow: FlowDecoderModule, n: int, generator: torch.Generator) -> torch.Tensor:
     """Euler paths ``[n, K + 1, 2]`` from ``x_1 ~ N(0, I)`` (index 0) to the samples (index K)."""
-    x = torch.randn(n, 2, generator=generator)
-    observation = torch.zeros(n, 1)
-    path = [x]
-    for k in range(flow.num_steps):
-        t = torch.full((n, 1), 1.0 - k / flow.num_steps)
-        x = x - flow.velocity(observation, x, t) / flow.num_steps
-        path.append(x)
-    return torch.stack(path, 1)
+    return flow.sample_path(torch.zeros(n, 1), torch.randn(n, 2, generator=generator))[1]
 
 
 def plot(data: torch.Tensor, results: dict[str, torch.Tensor], path: pathlib.Path) -> None:

@@ -183,6 +183,27 @@ def test_weighted_refit_uses_gmpo_weights():
     loss = utils_gorl.make_decoder_loss(cfg, decoder)
     assert isinstance(loss, GMPOLoss) and loss.beta == 2.0 and loss.max_weight == 20.0
     assert isinstance(utils_gorl.make_decoder_loss(_compose("preset=smoke"), decoder), FlowMatchingLoss)
+    # the weights change what the refit learns: two equally likely modes, one with positive advantage
+    from tensordict import TensorDict
+
+    from torchrl_gorl.training import refit_decoder
+
+    torch.manual_seed(0)
+    n = 2000
+    mode = torch.randint(0, 2, (n, 1)).float() * 2 - 1
+    data = TensorDict(observation=torch.zeros(n, 17), action=mode.expand(n, 6) + 0.05 * torch.randn(n, 6),
+                      advantage=mode.squeeze(-1), batch_size=[n])
+    fractions = {}
+    for refit in ("plain", "weighted"):
+        cfg = _compose("preset=smoke", f"schedule.decoder_refit={refit}", "refit.gmpo_beta=3.0", "decoder.num_cells=[64,64]")
+        torch.manual_seed(0)
+        decoder = utils_gorl.make_decoder(cfg, 17, 6, torch.device("cpu"))
+        refit_decoder(utils_gorl.make_decoder_loss(cfg, decoder), data, batch_size=256, lr=3e-3, max_epochs=15,
+                      patience=15, seed=0)
+        with torch.no_grad():
+            actions = decoder.decode(torch.zeros(4000, 17), torch.randn(4000, 6))
+        fractions[refit] = (actions.mean(-1) > 0).float().mean().item()
+    assert abs(fractions["plain"] - 0.5) < 0.15 and fractions["weighted"] > 0.8, fractions
 
 
 @pytest.mark.parametrize("script", ["gmpo.py", "gmpg.py"])

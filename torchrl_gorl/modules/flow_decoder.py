@@ -1,9 +1,11 @@
 """Flow-matching decoder: an Euler-integrated ODE from the latent (t = 1) to the action (t = 0)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from torchrl_gorl.modules._utils import check_positive
+from torchrl_gorl.modules._utils import check_last_dim, check_positive
 from torchrl_gorl.modules.decoder import GenerativeDecoder
 
 
@@ -67,14 +69,34 @@ class FlowDecoderModule(GenerativeDecoder):
         """Velocity from precomputed observation and time terms (see :class:`ConditionalDecoderNetwork`)."""
         return self.output_scale * self.network.forward_features(condition, x, time_features)
 
-    def _sample(self, observation: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def sample_path(
+        self, observation: torch.Tensor, latent: torch.Tensor, *, step_noise: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Euler path from ``latent`` (raw observation): ``(action, path [*B, K + 1, d])``, path[0] = latent.
+
+        ``step_noise(k, x)``, if given, is added after step ``k`` (Euler-Maruyama sampling of a stochastic policy).
+        """
+        check_last_dim(observation, self.observation_dim, "observation")
+        check_last_dim(latent, self.action_dim, "latent")
+        path = [latent]
+        action = self._integrate(self.observation_norm(observation), latent, step_noise, path)
+        return action, torch.stack(path, dim=-2)
+
+    def _integrate(self, observation: torch.Tensor, latent: torch.Tensor, step_noise=None, path: list | None = None) -> torch.Tensor:
         condition = self.network.condition(observation)
         time_features = self.network.time_features(self.step_times(latent))
         dt = -1.0 / self.num_steps
         x = latent
         for k in range(self.num_steps):
             x = x + dt * self.step_velocity(condition, x, time_features[k])
+            if step_noise is not None:
+                x = x + step_noise(k, x)
+            if path is not None:
+                path.append(x)
         return x
+
+    def _sample(self, observation: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return self._integrate(observation, latent)
 
     def sampler_config(self) -> dict[str, float]:
         config: dict[str, float] = {"num_steps": self.num_steps}

@@ -119,6 +119,7 @@ class FlowPolicy(TensorDictModuleBase):
         self.log_prob_min_std = float(log_prob_min_std)
         self.noise_clip = noise_clip
         self.register_buffer("sde_sigma", torch.tensor(sigma, dtype=torch.float32, device=flow.network.output_layer.weight.device))
+        self._noisy_steps = max(sigma) > 0  # fixed at construction: no device sync per env step
         self.in_keys = [observation_key]
         out_keys = [action_key]
         if record == "fpo":
@@ -174,19 +175,10 @@ class FlowPolicy(TensorDictModuleBase):
         check_last_dim(observation, self.flow.observation_dim, "observation")
         shape = (*observation.shape[:-1], self.action_dim)
         x = observation.new_zeros(shape) if deterministic else torch.randn(shape, device=observation.device, dtype=observation.dtype)
-        stochastic_steps = not deterministic and bool((self.sde_sigma > 0).any())
-        if not stochastic_steps and self.record != "dppo":
+        if deterministic or not self._noisy_steps:  # the plain ODE: nothing to record but the action
             return self.flow.decode(observation, x), None
-        condition = self.flow.network.condition(self.flow.observation_norm(observation))
-        time_features = self.flow.network.time_features(self.flow.step_times(x))
         sigma = self.sde_sigma.to(x.dtype)
-        chain = [x]
-        for k in range(self.num_steps):
-            x = x + (-1.0 / self.num_steps) * self.flow.step_velocity(condition, x, time_features[k])
-            if stochastic_steps:
-                x = x + sigma[k] * self._draw_noise(x)
-            chain.append(x)
-        return x, torch.stack(chain, dim=-2)
+        return self.flow.sample_path(observation, x, step_noise=lambda k, x: sigma[k] * self._draw_noise(x))
 
     @dispatch(auto_batch_size=False)
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

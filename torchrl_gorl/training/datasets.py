@@ -40,10 +40,11 @@ def save_transitions(data: TensorDictBase, path: str | os.PathLike) -> pathlib.P
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        buffer = TensorDictReplayBuffer(storage=LazyMemmapStorage(data.shape[0], scratch_dir=tmp / "scratch"))
+        # an in-memory storage: ``dumps`` writes the memory-mapped files once (a memmap storage would write twice)
+        buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(data.shape[0]))
         buffer.extend(data.cpu())
+        tmp.mkdir()
         buffer.dumps(tmp / "buffer")
-        shutil.rmtree(tmp / "scratch", ignore_errors=True)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
