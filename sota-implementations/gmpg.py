@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config and data
     device, task = setup_offline(cfg, "gmpg")
     buffer, obs_dim, act_dim = load_dataset(cfg, device)
-    run = OfflineRun(cfg, "GMPG", task, len(buffer))
+    run = OfflineRun(cfg, "GMPG", task, buffer)
 
     # ---------------------------------------------------------------- behaviour flow: flow matching on the data
     behaviour = make_decoder(cfg, obs_dim, act_dim, device, buffer[:]["observation"])

@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config and data
     device, task = setup_offline(cfg, "gmpo")
     buffer, obs_dim, act_dim = load_dataset(cfg, device)
-    run = OfflineRun(cfg, "GMPO", task, len(buffer))
+    run = OfflineRun(cfg, "GMPO", task, buffer)
 
     # ---------------------------------------------------------------- critics: IQL
     critic = train_critics(cfg, buffer, obs_dim, act_dim, device, run)

@@ -40,6 +40,7 @@ from torchrl_gorl import (
     make_value_network,
     ObservationNormalizer,
 )
+from config_checks import choice, int_list, positive_float, positive_int
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
 from torchrl_gorl.training import (
@@ -57,38 +58,6 @@ DECODERS = {"flow": (FlowDecoderModule, FlowMatchingLoss), "diffusion": (Diffusi
 
 
 # --------------------------------------------------------------------------- config
-def _positive_int(cfg: DictConfig, key: str) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"config key {key} must be a positive integer, got {value!r}.")
-    return value
-
-
-def _positive_float(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> float:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"config key {key} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
-    return float(value)
-
-
-def _int_list(cfg: DictConfig, key: str) -> list[int]:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, (ListConfig, list)) or len(value) == 0:
-        raise ValueError(f"config key {key} must be a non-empty list, got {value!r}.")
-    for i, v in enumerate(value):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"config key {key}[{i}] must be a positive integer, got {v!r}.")
-    return list(value)
-
-
-def _choice(cfg: DictConfig, key: str, choices: Sequence[str]) -> str:
-    value = OmegaConf.select(cfg, key)
-    if value not in choices:
-        raise ValueError(f"config key {key} must be one of {list(choices)}, got {value!r}.")
-    return value
-
-
 METHODS = ("gorl", "ppo_gaussian", "fpo", "dppo")
 
 
@@ -102,11 +71,11 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(f"config key env.task: {err}") from None
     if cfg.env.gamma is not None and not 0 < cfg.env.gamma <= 1:
         raise ValueError(f"config key env.gamma must be in (0, 1], got {cfg.env.gamma!r}.")
-    _positive_float(cfg, "env.reward_scale")
+    positive_float(cfg, "env.reward_scale")
     for key in ("collector.num_envs", "eval.num_episodes", "eval.num_envs", "eval.num_evals", "ppo.epochs",
                 "ppo.num_minibatches", "schedule.num_stages", "schedule.decoder_data_iterations",
                 "refit.batch_size", "refit.max_epochs", "refit.patience", "refit.num_noise_samples"):
-        _positive_int(cfg, key)
+        positive_int(cfg, key)
     workers = cfg.collector.num_workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"config key collector.num_workers must be a non-negative integer, got {workers!r}.")
@@ -114,24 +83,24 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(
             f"config key collector.num_envs = {cfg.collector.num_envs} must be a multiple of collector.num_workers = {workers}."
         )
-    _choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
+    choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
     threads = cfg.ppo.num_threads
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"config key ppo.num_threads must be a positive integer or null, got {threads!r}.")
     for key in ("ppo.lr", "refit.lr"):
-        _positive_float(cfg, key)
+        positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
-        _positive_float(cfg, key, allow_zero=True)
-    _int_list(cfg, "encoder.num_cells")
-    _int_list(cfg, "encoder.critic_num_cells")
-    _choice(cfg, "encoder.init", ["scratch", "continue"])
-    _choice(cfg, "ppo.latent_prior", ["l2", "kl"])
-    _choice(cfg, "ppo.loss_critic_type", ["l1", "l2", "smooth_l1"])
-    _choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
+        positive_float(cfg, key, allow_zero=True)
+    int_list(cfg, "encoder.num_cells")
+    int_list(cfg, "encoder.critic_num_cells")
+    choice(cfg, "encoder.init", ["scratch", "continue"])
+    choice(cfg, "ppo.latent_prior", ["l2", "kl"])
+    choice(cfg, "ppo.loss_critic_type", ["l1", "l2", "smooth_l1"])
+    choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
     if cfg.logger.backend == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ValueError('config key logger.backend=tensorboard needs the tensorboard package: pip install -e ".[tensorboard]".')
-    _choice(cfg, "logger.wandb_mode", ["online", "offline", "disabled"])
-    _choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
+    choice(cfg, "logger.wandb_mode", ["online", "offline", "disabled"])
+    choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
     if not isinstance(cfg.env.seed, int) or isinstance(cfg.env.seed, bool) or cfg.env.seed < 0:
         raise ValueError(f"config key env.seed must be a non-negative integer, got {cfg.env.seed!r}.")
     if not 0 <= cfg.ppo.gae_lambda <= 1:
@@ -144,11 +113,11 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         if not isinstance(OmegaConf.select(cfg, key), bool):
             raise ValueError(f"config key {key} must be true or false, got {OmegaConf.select(cfg, key)!r}.")
     if cfg.refit.max_samples is not None:
-        _positive_int(cfg, "refit.max_samples")
+        positive_int(cfg, "refit.max_samples")
     if not 0 < cfg.refit.val_fraction < 1:
         raise ValueError(f"config key refit.val_fraction must be in (0, 1), got {cfg.refit.val_fraction!r}.")
     stages = cfg.schedule.num_stages
-    frames = _int_list(cfg, "schedule.stage_frames")
+    frames = int_list(cfg, "schedule.stage_frames")
     if len(frames) != stages:
         raise ValueError(
             f"config key schedule.stage_frames has {len(frames)} entries but schedule.num_stages is {stages}."
@@ -180,43 +149,43 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
     if method in ("fpo", "dppo"):
         validate_flow_policy_config(cfg, method)
     if method == "gorl":
-        _choice(cfg, "decoder.type", list(DECODERS))
-        _int_list(cfg, "decoder.num_cells")
-        _positive_int(cfg, "decoder.num_steps")
-        _positive_int(cfg, "decoder.num_diffusion_steps")
+        choice(cfg, "decoder.type", list(DECODERS))
+        int_list(cfg, "decoder.num_cells")
+        positive_int(cfg, "decoder.num_steps")
+        positive_int(cfg, "decoder.num_diffusion_steps")
         if cfg.decoder.num_diffusion_steps < 2:
             raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
-        _choice(cfg, "schedule.decoder_init", ["scratch", "finetune"])
-        _choice(cfg, "schedule.decoder_refit", ["plain", "weighted"])
+        choice(cfg, "schedule.decoder_init", ["scratch", "finetune"])
+        choice(cfg, "schedule.decoder_refit", ["plain", "weighted"])
         if not isinstance(cfg.schedule.save_decoder_data, bool):
             raise ValueError(f"config key schedule.save_decoder_data must be true or false, got {cfg.schedule.save_decoder_data!r}.")
-        _positive_float(cfg, "refit.gmpo_beta")
-        _positive_float(cfg, "refit.gmpo_max_weight")
+        positive_float(cfg, "refit.gmpo_beta")
+        positive_float(cfg, "refit.gmpo_max_weight")
 
 
 def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
     """The ``policy`` group and the ``fpo`` / ``dppo`` group of the direct flow-policy baselines."""
-    _int_list(cfg, "policy.num_cells")
-    _positive_int(cfg, "policy.num_steps")
-    _positive_float(cfg, "policy.output_scale")
+    int_list(cfg, "policy.num_cells")
+    positive_int(cfg, "policy.num_steps")
+    positive_float(cfg, "policy.output_scale")
     if method == "fpo":
-        _positive_int(cfg, "fpo.num_mc_samples")
-        _choice(cfg, "fpo.ratio", ["per_sample", "mean"])
-        _positive_float(cfg, "fpo.log_ratio_clip")
-        _choice(cfg, "fpo.t_sampling", ["grid", "uniform"])
-        _choice(cfg, "fpo.cfm_weighting", ["eps", "velocity"])
+        positive_int(cfg, "fpo.num_mc_samples")
+        choice(cfg, "fpo.ratio", ["per_sample", "mean"])
+        positive_float(cfg, "fpo.log_ratio_clip")
+        choice(cfg, "fpo.t_sampling", ["grid", "uniform"])
+        choice(cfg, "fpo.cfm_weighting", ["eps", "velocity"])
         return
     sigma = OmegaConf.select(cfg, "dppo.sde_sigma")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
         raise ValueError(f"config key dppo.sde_sigma must be positive (the denoising steps need noise), got {sigma!r}.")
-    _positive_float(cfg, "dppo.log_prob_min_std", allow_zero=True)
+    positive_float(cfg, "dppo.log_prob_min_std", allow_zero=True)
     if cfg.dppo.noise_clip is not None:
-        _positive_float(cfg, "dppo.noise_clip")
+        positive_float(cfg, "dppo.noise_clip")
     if cfg.dppo.num_finetune_steps is not None:
-        steps = _positive_int(cfg, "dppo.num_finetune_steps")
+        steps = positive_int(cfg, "dppo.num_finetune_steps")
         if steps > cfg.policy.num_steps:
             raise ValueError(f"config key dppo.num_finetune_steps = {steps} exceeds policy.num_steps = {cfg.policy.num_steps}.")
-    _choice(cfg, "dppo.aggregate", ["sum", "mean"])
+    choice(cfg, "dppo.aggregate", ["sum", "mean"])
     clamp = cfg.dppo.log_prob_clamp
     if clamp is not None and not (isinstance(clamp, (ListConfig, list)) and len(clamp) == 2 and clamp[0] < clamp[1]):
         raise ValueError(f"config key dppo.log_prob_clamp must be null or [low, high] with low < high, got {clamp!r}.")

@@ -15,7 +15,8 @@ from torchrl.objectives import SoftUpdate
 from torchrl_gorl import DiffusionDecoderModule, FlowDecoderModule, IQLCriticLoss, make_iql_critics, make_prior_policy
 from torchrl_gorl.envs import make_env, resolve_task, task_id
 from torchrl_gorl.training import evaluate_policy, load_transitions, TRANSITION_KEYS
-from utils_gorl import _choice, _int_list, _positive_float, _positive_int, batch_seed, get_device, quiet_logs, RunLogger
+from config_checks import choice, int_list, positive_float, positive_int
+from utils_gorl import batch_seed, get_device, quiet_logs, RunLogger
 from utils_gorl import seed_everything, set_threads
 
 
@@ -33,28 +34,28 @@ def validate_offline_config(cfg: DictConfig, method: str) -> None:
                          "datasets/stage0, written with schedule.save_decoder_data=true).")
     for key in ("dataset.batch_size", "critic.steps", "policy.steps", "eval.num_episodes", "eval.num_envs",
                 "eval.interval", "decoder.num_steps"):
-        _positive_int(cfg, key)
+        positive_int(cfg, key)
     for key in ("critic.lr", "critic.tau", "policy.lr", "policy.beta"):
-        _positive_float(cfg, key)
-    _int_list(cfg, "critic.num_cells")
-    _int_list(cfg, "decoder.num_cells")
+        positive_float(cfg, key)
+    int_list(cfg, "critic.num_cells")
+    int_list(cfg, "decoder.num_cells")
     if not 0 < cfg.critic.expectile < 1:
         raise ValueError(f"config key critic.expectile must be in (0, 1), got {cfg.critic.expectile!r}.")
     if not 0 < cfg.critic.gamma <= 1:
         raise ValueError(f"config key critic.gamma must be in (0, 1], got {cfg.critic.gamma!r}.")
     if method == "gmpo":
-        _choice(cfg, "decoder.type", ["flow", "diffusion"])
-        if _positive_int(cfg, "decoder.num_diffusion_steps") < 2:
+        choice(cfg, "decoder.type", ["flow", "diffusion"])
+        if positive_int(cfg, "decoder.num_diffusion_steps") < 2:
             raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
-        _positive_float(cfg, "policy.max_weight")
-        _positive_int(cfg, "policy.num_noise_samples")
+        positive_float(cfg, "policy.max_weight")
+        positive_int(cfg, "policy.num_noise_samples")
     else:
-        _choice(cfg, "decoder.type", ["flow"])  # GMPG needs the flow's log-density
-        _positive_int(cfg, "behaviour.steps")
-        _positive_float(cfg, "behaviour.lr")
-        _positive_int(cfg, "policy.batch_size")
-        _choice(cfg, "policy.divergence", ["exact", "hutchinson"])
-    _choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
+        choice(cfg, "decoder.type", ["flow"])  # GMPG needs the flow's log-density
+        positive_int(cfg, "behaviour.steps")
+        positive_float(cfg, "behaviour.lr")
+        positive_int(cfg, "policy.batch_size")
+        choice(cfg, "policy.divergence", ["exact", "hutchinson"])
+    choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
 
 
 def setup_offline(cfg: DictConfig, method: str) -> tuple[torch.device, str]:
@@ -77,6 +78,19 @@ def load_dataset(cfg: DictConfig, device: torch.device):
         raise ValueError(f"config key dataset.paths: {err}") from None
     data = buffer[:]
     return buffer, data["observation"].shape[-1], data["action"].shape[-1]
+
+
+def episode_returns(data) -> torch.Tensor:
+    """Undiscounted returns of the complete episodes in flat transitions whose episodes are contiguous rows
+    (what ``save_transitions`` writes from a ``[num_envs, T]`` batch): the behaviour policy's return, the
+    reference point of an offline method. Rows after the last ``done`` belong to no complete episode."""
+    reward = data["next", "reward"].reshape(-1).double()
+    done = data["next", "done"].reshape(-1).nonzero().squeeze(-1)
+    if done.numel() == 0:
+        return reward.new_zeros(0)
+    ends = torch.cat([done.new_zeros(1), done + 1])
+    cumulative = torch.cat([reward.new_zeros(1), reward.cumsum(0)])
+    return cumulative[ends[1:]] - cumulative[ends[:-1]]
 
 
 def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, observations: torch.Tensor):
@@ -123,8 +137,12 @@ class OfflineRun:
 
     FIELDS = ["phase", "step", "return_mean", "return_std", "return_min", "return_max", "num_episodes"]
 
-    def __init__(self, cfg: DictConfig, algo: str, task: str, dataset_size: int) -> None:
-        self.cfg, self.task, self.dataset_size = cfg, task, dataset_size
+    def __init__(self, cfg: DictConfig, algo: str, task: str, buffer) -> None:
+        self.cfg, self.task, self.dataset_size = cfg, task, len(buffer)
+        returns = episode_returns(buffer[:])
+        self.dataset_returns = {"dataset_episodes": returns.numel(),
+                                "dataset_return_mean": float(returns.mean()) if returns.numel() else float("nan"),
+                                "dataset_return_std": float(returns.std(correction=0)) if returns.numel() else float("nan")}
         self.eval_env = make_env(task, cfg.eval.num_envs, backend="batched")
         self.logger = RunLogger(cfg, algo, task)
         self.rows: list[dict[str, Any]] = []
@@ -152,6 +170,7 @@ class OfflineRun:
             writer.writeheader()
             writer.writerows(self.rows)
         summary = {**extra, "task": self.task, "seed": self.cfg.env.seed, "dataset_transitions": self.dataset_size,
+                   **self.dataset_returns,
                    "final_return": final["return_mean"], "final_return_std": final["return_std"],
                    "frames_eval": self.frames_eval, "wall_time_s": time.time() - self.start,
                    "config": OmegaConf.to_container(self.cfg, resolve=True)}

@@ -216,8 +216,26 @@ def test_offline_scripts_train_on_a_saved_dataset(weighted_run, script, tmp_path
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["dataset_transitions"] == 2000 and summary["algorithm"] == script[:-3]
+    # the behaviour policy's return beside the learned one: two full episodes, all the rewards in them
+    from torchrl_gorl.training import load_transitions
+
+    rewards = load_transitions(weighted_run / "datasets" / "stage0")[:]["next", "reward"]
+    assert summary["dataset_episodes"] == 2
+    assert summary["dataset_return_mean"] == pytest.approx(rewards.double().sum().item() / 2)
     rows = (tmp_path / "eval.csv").read_text().strip().splitlines()
     assert rows[-1].startswith("final,") and len(rows) >= 4  # header, two in training, the final one
+
+
+def test_episode_returns_split_at_done_and_drop_the_incomplete_tail():
+    from tensordict import TensorDict
+
+    import utils_offline
+
+    reward = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unsqueeze(-1)
+    done = torch.tensor([False, True, False, False, True, False]).unsqueeze(-1)
+    data = TensorDict({"next": {"reward": reward, "done": done}}, batch_size=[6])
+    assert utils_offline.episode_returns(data).tolist() == [3.0, 12.0]
+    assert utils_offline.episode_returns(data[:1]).numel() == 0
 
 
 @pytest.mark.parametrize(
