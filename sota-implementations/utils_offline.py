@@ -35,8 +35,9 @@ def validate_offline_config(cfg: DictConfig, method: str) -> None:
     for key in ("dataset.batch_size", "critic.steps", "policy.steps", "eval.num_episodes", "eval.num_envs",
                 "eval.interval", "decoder.num_steps"):
         positive_int(cfg, key)
-    for key in ("critic.lr", "critic.tau", "policy.lr", "policy.beta"):
+    for key in ("critic.lr", "critic.tau", "policy.lr"):
         positive_float(cfg, key)
+    positive_float(cfg, "policy.beta", allow_zero=method == "gmpo")  # GMPO with beta 0: behaviour cloning
     int_list(cfg, "critic.num_cells")
     int_list(cfg, "decoder.num_cells")
     if not 0 < cfg.critic.expectile < 1:

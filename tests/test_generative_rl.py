@@ -63,6 +63,13 @@ def test_gmpo_loss_is_the_weighted_generative_loss(decoder_cls):
     assert "gmpo_weight" not in data.keys()  # the caller's tensordict is not written to
     out["loss_gmpo"].backward()
     assert all(p.grad is not None for p in decoder.network.parameters())
+    # beta = 0: every weight is 1, the unweighted loss (behaviour cloning)
+    torch.manual_seed(1)
+    bc = GMPOLoss(decoder, beta=0.0, num_noise_samples=2)(data)
+    torch.manual_seed(1)
+    plain = type(inner)(decoder, num_noise_samples=2)  # the core loss without a weight key
+    torch.testing.assert_close(bc["loss_gmpo"], plain(data)[plain.loss_name])
+    assert bc["weight_max"] == 1.0
 
 
 def test_gmpo_advantage_from_iql_critics_gives_no_critic_gradient():
@@ -78,8 +85,10 @@ def test_gmpo_advantage_from_iql_critics_gives_no_critic_gradient():
 
 def test_gmpo_bad_input():
     decoder = FlowDecoderModule(OBS, ACT, num_cells=(16,))
-    with pytest.raises(ValueError, match="beta must be a positive number"):
-        GMPOLoss(decoder, beta=0.0)
+    with pytest.raises(ValueError, match="beta must be a non-negative number, got -1.0"):
+        GMPOLoss(decoder, beta=-1.0)
+    with pytest.raises(ValueError, match="max_weight must be a positive number, got 0"):
+        GMPOLoss(decoder, max_weight=0)
     with pytest.raises(KeyError, match="advantage"):
         GMPOLoss(decoder)(_transitions())
     data = _transitions()

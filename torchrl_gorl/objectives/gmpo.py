@@ -36,7 +36,8 @@ class GMPOLoss(LossModule):
         decoder_network (GenerativeDecoder): a :class:`FlowDecoderModule` or :class:`DiffusionDecoderModule`.
 
     Keyword Args:
-        beta (float): inverse temperature. Defaults to 1.0.
+        beta (float): inverse temperature, ``>= 0``; ``beta=0`` gives every sample weight 1, i.e.
+            plain generative behaviour cloning (the baseline GMPO improves on). Defaults to 1.0.
         max_weight (float): ``w_max``. Defaults to 100.
         critic (IQLCriticLoss, optional): source of the advantage. Defaults to ``None`` (read the key).
         normalize_advantage (bool): standardise the advantage over the batch before weighting, which
@@ -96,9 +97,10 @@ class GMPOLoss(LossModule):
             generative_loss = DiffusionLoss(decoder_network, num_noise_samples=num_noise_samples)
         else:
             raise TypeError(f"GMPOLoss expects a FlowDecoderModule or DiffusionDecoderModule, got {type(decoder_network).__name__}.")
-        for name, value in (("beta", beta), ("max_weight", max_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}.")
+        for name, value, low in (("beta", beta, "non-negative"), ("max_weight", max_weight, "positive")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if low == "non-negative" else value > 0)
+            if not ok:
+                raise ValueError(f"{name} must be a {low} number, got {value!r}.")
         super().__init__()
         self.generative_loss = generative_loss
         self.beta = float(beta)
