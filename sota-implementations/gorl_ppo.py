@@ -96,11 +96,13 @@ def main(cfg: DictConfig) -> dict:
 
             # decoder refit: from scratch (same seed every stage, as the reference) or fine-tuned;
             # plain behaviour cloning (the reference) or GMPO-weighted by the stage's advantages
-            target = decoder
+            # always a separate module: the deployed decoder must not move if no stage follows
             if cfg.schedule.decoder_init == "scratch":
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     target = make_decoder(cfg, obs_dim, act_dim, device)
+            else:
+                target = copy.deepcopy(decoder)
             result = refit_decoder(make_decoder_loss(cfg, target), dataset, batch_size=cfg.refit.batch_size,
                                    lr=cfg.refit.lr, max_epochs=cfg.refit.max_epochs, patience=cfg.refit.patience,
                                    val_fraction=cfg.refit.val_fraction, max_samples=cfg.refit.max_samples,

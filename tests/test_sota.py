@@ -68,6 +68,22 @@ def test_smoke_run_trains_two_complete_stages(smoke_run):
     assert not torch.equal(decoder.decode(torch.randn(8, 17), z), z)
 
 
+def test_finetuned_last_stage_refit_is_kept_but_not_deployed(tmp_path):
+    """With decoder_init=finetune the refit trains a copy: the last stage's refit must not replace the decoder
+    that the last encoder was trained (and is evaluated) with."""
+    result = _run("gorl_ppo.py", tmp_path, "schedule.decoder_init=finetune", "schedule.refit_last_stage=true",
+                  "checkpoint.keep_all=true", "eval.num_evals=1")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["stage"] for r in summary["refits"]] == [0, 1]
+    stage0, final = (load_checkpoint(tmp_path / "checkpoints" / f"stage{k}_end.pt") for k in (0, 1))
+    # the deployed decoder is still stage 0's refit ...
+    torch.testing.assert_close(final["decoder"], stage0["decoder"], rtol=0, atol=0)
+    # ... and the last refit, fine-tuned from it, is saved beside it
+    last = final["progress"]["last_decoder"]
+    assert any(not torch.equal(last[k], v) for k, v in stage0["decoder"].items() if k.startswith("network."))
+
+
 def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     mid = smoke_run / "checkpoints" / "stage0_iter00001.pt"  # after stage 0's first PPO iteration
     assert load_checkpoint(mid)["progress"]["iteration"] == 1
