@@ -149,9 +149,13 @@ def main() -> None:
     run.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     run.add_argument("--preset", default="cpu")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time (one core each)")
-    run.add_argument("overrides", nargs="*", help="extra hydra overrides for every run")
+    run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
-    args = parser.parse_args()
+    # hydra overrides are picked out first: nargs="+" options (--methods, --seeds) would swallow them
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     if args.command == "table":
         make_table()
         return

@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> dict:
 
     fit(loss, ("loss_gmpg",), policy.parameters(), buffer, cfg.policy.steps, cfg.policy.lr,
         after_step=after_step, log=lambda m, s: run.log("policy", m, s), batch=observations)
-    return run.finish(policy, algorithm="gmpg", decoder="flow")
+    return run.finish(policy, cfg.policy.steps, algorithm="gmpg", decoder="flow")
 
 
 if __name__ == "__main__":

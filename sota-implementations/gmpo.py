@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> dict:
 
     fit(loss, ("loss_gmpo",), decoder.parameters(), buffer, cfg.policy.steps, cfg.policy.lr,
         after_step=after_step, log=lambda m, s: run.log("policy", m, s))
-    return run.finish(decoder, algorithm="gmpo", decoder=cfg.decoder.type)
+    return run.finish(decoder, cfg.policy.steps, algorithm="gmpo", decoder=cfg.decoder.type)
 
 
 if __name__ == "__main__":

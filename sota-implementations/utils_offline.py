@@ -159,11 +159,13 @@ class OfflineRun:
         self.frames_eval += result.pop("frames")
         row = {"phase": phase, "step": step, **result}
         self.rows.append(row)
-        self.log("eval", {k: row[k] for k in ("return_mean", "return_std")}, step)
+        # one metric per phase: the behaviour flow's and the policy's evaluations share step numbers
+        self.log(f"eval_{phase}", {k: row[k] for k in ("return_mean", "return_std")}, step)
         return row
 
-    def finish(self, policy_decoder, **extra: Any) -> dict[str, Any]:
-        final = self.evaluate(policy_decoder, "final", self.rows[-1]["step"] if self.rows else 0)
+    def finish(self, policy_decoder, step: int, **extra: Any) -> dict[str, Any]:
+        """A fresh evaluation of the trained policy (after ``step`` policy updates), then eval.csv and summary.json."""
+        final = self.evaluate(policy_decoder, "final", step)
         self.eval_env.close()
         out = pathlib.Path.cwd()
         with open(out / "eval.csv", "w", newline="") as f:

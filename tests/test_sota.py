@@ -239,7 +239,8 @@ def test_offline_scripts_train_on_a_saved_dataset(weighted_run, script, tmp_path
     assert summary["dataset_episodes"] == 2
     assert summary["dataset_return_mean"] == pytest.approx(rewards.double().sum().item() / 2)
     rows = (tmp_path / "eval.csv").read_text().strip().splitlines()
-    assert rows[-1].startswith("final,") and len(rows) >= 4  # header, two in training, the final one
+    assert rows[-1].startswith("final,4,") and len(rows) >= 4  # header, two in training, the final one (step 4)
+    assert [r.split(",")[:2] for r in rows if r.startswith("policy,")] == [["policy", "2"], ["policy", "4"]]
 
 
 def test_episode_returns_split_at_done_and_drop_the_incomplete_tail():

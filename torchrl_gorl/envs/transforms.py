@@ -28,7 +28,7 @@ class TanhActionTransform(Transform):
         >>> from torchrl.envs import DMControlEnv, TransformedEnv
         >>> env = TransformedEnv(DMControlEnv("cheetah", "run"), TanhActionTransform())
         >>> type(env.action_spec).__name__
-        'Unbounded'
+        'UnboundedContinuous'
     """
 
     def __init__(self, in_keys_inv: Sequence[NestedKey] | None = None) -> None:
