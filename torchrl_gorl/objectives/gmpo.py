@@ -30,7 +30,7 @@ class GMPOLoss(LossModule):
 
     The advantage comes from the ``advantage`` key (e.g. GAE advantages of an on-policy batch, as in
     GoRL's weighted decoder refit) or, when ``critic`` is given, from IQL critics as
-    ``min_j Q_j(s, a) - V(s)`` (:meth:`IQLCriticLoss.advantage`), under ``torch.no_grad()``.
+    ``min_j Q_target,j(s, a) - V(s)`` (:meth:`IQLCriticLoss.advantage`: the target Q networks), under ``torch.no_grad()``.
 
     Args:
         decoder_network (GenerativeDecoder): a :class:`FlowDecoderModule` or :class:`DiffusionDecoderModule`.
