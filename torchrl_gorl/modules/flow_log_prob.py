@@ -79,6 +79,15 @@ def flow_log_prob(flow: FlowDecoderModule, observation: torch.Tensor, action: to
     ``z = T(a)`` with ``x <- x + v(x, t_j) / K``, ``t_j = j / K``; ``log p(a) = log N(z) + sum_j log |det(I + J_j / K)|``,
     the exact density of the inverse-direction Euler map (the usual CNF likelihood; it equals the sampler's
     density as ``K`` grows). Differentiable in ``action`` (and the flow's parameters if they require grad).
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_gorl import FlowDecoderModule
+        >>> flow = FlowDecoderModule.identity(3, 2)  # zero velocity: the density is N(0, I)'s
+        >>> action = torch.randn(4, 2)
+        >>> log_prob = flow_log_prob(flow, torch.randn(4, 3), action)
+        >>> torch.allclose(log_prob, torch.distributions.Normal(0.0, 1.0).log_prob(action).sum(-1))
+        True
     """
     _check(flow, divergence)
     create_graph = torch.is_grad_enabled()

@@ -62,12 +62,29 @@ class GoRLPolicy(TensorDictSequential):
 
 
 def make_gorl_policy(latent_actor: ProbabilisticActor, decoder: GenerativeDecoder) -> GoRLPolicy:
-    """Composes the latent actor and the decoder into the policy a collector runs; see :class:`GoRLPolicy`."""
+    """Composes the latent actor and the decoder into the policy a collector runs; see :class:`GoRLPolicy`.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+        >>> policy = make_gorl_policy(make_latent_actor(5, 2), FlowDecoderModule.identity(5, 2))
+        >>> out = policy(TensorDict(observation=torch.randn(3, 5), batch_size=[3]))
+        >>> torch.equal(out["action"], out["latent"])  # stage 0: the identity decoder passes the latent through
+        True
+    """
     return GoRLPolicy(latent_actor, decoder)
 
 
 def split_gorl_policy(policy: GoRLPolicy) -> tuple[ProbabilisticActor, GenerativeDecoder]:
-    """Gives back ``(latent_actor, decoder)`` of a policy built by :func:`make_gorl_policy`."""
+    """Gives back ``(latent_actor, decoder)`` of a policy built by :func:`make_gorl_policy`.
+
+    Examples:
+        >>> from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor, split_gorl_policy
+        >>> actor, decoder = make_latent_actor(5, 2), FlowDecoderModule.identity(5, 2)
+        >>> split_gorl_policy(make_gorl_policy(actor, decoder)) == (actor, decoder)
+        True
+    """
     if not isinstance(policy, GoRLPolicy):
         raise TypeError(f"expected a GoRLPolicy, got {type(policy).__name__}.")
     return policy.latent_actor, policy.decoder

@@ -16,7 +16,13 @@ from torchrl_gorl.objectives.flow_matching import FlowMatchingLoss
 
 
 def gmpo_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
-    """``min(exp(beta * A), w_max)``, computed as ``exp(min(beta * A, log w_max))`` so it never overflows."""
+    """``min(exp(beta * A), w_max)``, computed as ``exp(min(beta * A, log w_max))`` so it never overflows.
+
+    Examples:
+        >>> import torch
+        >>> gmpo_weights(torch.tensor([-1.0, 0.0, 1e4]), beta=1.0, max_weight=20.0)
+        tensor([ 0.3679,  1.0000, 20.0000])
+    """
     return torch.exp(torch.clamp(beta * advantage, max=torch.log(torch.as_tensor(max_weight)).item()))
 
 
