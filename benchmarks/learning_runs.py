@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -121,7 +122,9 @@ def make_table() -> None:
             lines.append(f"| {LABELS[method]} | {run_budget} | " + " | ".join(cols) + f" | {final} | {paper} |")
             grid = np.linspace(0, longest, 80)
             curves = np.array([[curve_at(x, y, g) if g <= x[-1] else np.nan for g in grid] for x, y, _ in seeds.values()])
-            mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():  # grid points past every run's end
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
             ax.plot(grid, mean, label=f"{LABELS[method]} (n={len(seeds)})")
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         ax.set_xlabel("env steps (encoder PPO + decoder data)")
