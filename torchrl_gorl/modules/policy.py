@@ -62,17 +62,8 @@ class GoRLPolicy(TensorDictSequential):
 
 
 def make_gorl_policy(latent_actor: ProbabilisticActor, decoder: GenerativeDecoder) -> GoRLPolicy:
-    """Composes the latent actor and the decoder into the policy a collector runs; see :class:`GoRLPolicy`.
-
-    Examples:
-        >>> import torch
-        >>> from tensordict import TensorDict
-        >>> from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
-        >>> policy = make_gorl_policy(make_latent_actor(5, 2), FlowDecoderModule.identity(5, 2))
-        >>> out = policy(TensorDict(observation=torch.randn(3, 5), batch_size=[3]))
-        >>> torch.equal(out["action"], out["latent"])  # stage 0: the identity decoder passes the latent through
-        True
-    """
+    """Composes the latent actor and the decoder into the policy a collector runs; see :class:`GoRLPolicy`
+    (its example builds one with this function)."""
     return GoRLPolicy(latent_actor, decoder)
 
 
