@@ -23,17 +23,17 @@ from utils_offline import fit, load_dataset, make_decoder, OfflineRun, setup_off
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config and data
     device, task = setup_offline(cfg, "gmpg")
-    buffer, obs_dim, act_dim = load_dataset(cfg, device)
-    run = OfflineRun(cfg, "GMPG", task, buffer)
+    buffer, data = load_dataset(cfg, device)
+    run = OfflineRun(cfg, "GMPG", task, data)
 
     # ---------------------------------------------------------------- behaviour flow: flow matching on the data
-    behaviour = make_decoder(cfg, obs_dim, act_dim, device, buffer[:]["observation"])
+    behaviour = make_decoder(cfg, data, device)
     fit(FlowMatchingLoss(behaviour), ("loss_flow_matching",), behaviour.parameters(), buffer, cfg.behaviour.steps,
         cfg.behaviour.lr, log=lambda m, s: run.log("behaviour", m, s))
     run.evaluate(behaviour, "behaviour", cfg.behaviour.steps)
 
     # ---------------------------------------------------------------- critics: IQL
-    critic = train_critics(cfg, buffer, obs_dim, act_dim, device, run)
+    critic = train_critics(cfg, buffer, data, device, run)
 
     # ---------------------------------------------------------------- policy: pathwise gradient from mu
     policy = copy.deepcopy(behaviour)

@@ -21,14 +21,14 @@ from utils_offline import fit, load_dataset, make_decoder, OfflineRun, setup_off
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config and data
     device, task = setup_offline(cfg, "gmpo")
-    buffer, obs_dim, act_dim = load_dataset(cfg, device)
-    run = OfflineRun(cfg, "GMPO", task, buffer)
+    buffer, data = load_dataset(cfg, device)
+    run = OfflineRun(cfg, "GMPO", task, data)
 
     # ---------------------------------------------------------------- critics: IQL
-    critic = train_critics(cfg, buffer, obs_dim, act_dim, device, run)
+    critic = train_critics(cfg, buffer, data, device, run)
 
     # ---------------------------------------------------------------- policy: advantage-weighted generative loss
-    decoder = make_decoder(cfg, obs_dim, act_dim, device, buffer[:]["observation"])
+    decoder = make_decoder(cfg, data, device)
     loss = GMPOLoss(decoder, beta=cfg.policy.beta, max_weight=cfg.policy.max_weight, critic=critic,
                     num_noise_samples=cfg.policy.num_noise_samples)
 

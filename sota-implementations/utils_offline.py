@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable
 
 import torch
+from tensordict import TensorDictBase
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchrl.objectives import SoftUpdate
 
@@ -68,7 +69,8 @@ def setup_offline(cfg: DictConfig, method: str) -> tuple[torch.device, str]:
 
 
 def load_dataset(cfg: DictConfig, device: torch.device):
-    """All transitions of ``dataset.paths`` (relative to where the command ran) in one replay buffer."""
+    """All transitions of ``dataset.paths`` (relative to where the command ran): the replay buffer the updates
+    sample from and its whole content, read once (observation statistics, dataset returns, sizes)."""
     from hydra.utils import to_absolute_path
 
     paths = [cfg.dataset.paths] if isinstance(cfg.dataset.paths, str) else list(cfg.dataset.paths)
@@ -77,11 +79,10 @@ def load_dataset(cfg: DictConfig, device: torch.device):
                                   required_keys=TRANSITION_KEYS, device=device)
     except ValueError as err:
         raise ValueError(f"config key dataset.paths: {err}") from None
-    data = buffer[:]
-    return buffer, data["observation"].shape[-1], data["action"].shape[-1]
+    return buffer, buffer[:]
 
 
-def episode_returns(data) -> torch.Tensor:
+def episode_returns(data: TensorDictBase) -> torch.Tensor:
     """Undiscounted returns of the complete episodes in flat transitions whose episodes are contiguous rows
     (what ``save_transitions`` writes from a ``[num_envs, T]`` batch): the behaviour policy's return, the
     reference point of an offline method. Rows after the last ``done`` belong to no complete episode."""
@@ -94,15 +95,21 @@ def episode_returns(data) -> torch.Tensor:
     return cumulative[ends[1:]] - cumulative[ends[:-1]]
 
 
-def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, observations: torch.Tensor):
-    """The generative policy's decoder, its observation statistics taken from the dataset."""
+def dims(data: TensorDictBase) -> tuple[int, int]:
+    """Observation and action sizes of a dataset."""
+    return data["observation"].shape[-1], data["action"].shape[-1]
+
+
+def make_decoder(cfg: DictConfig, data: TensorDictBase, device):
+    """The generative policy's decoder, sized by and with observation statistics from the dataset ``data``."""
+    obs_dim, act_dim = dims(data)
     if cfg.decoder.type == "flow":
         decoder = FlowDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.decoder.num_cells),
                                     num_steps=cfg.decoder.num_steps, device=device)
     else:
         decoder = DiffusionDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.decoder.num_cells),
                                          num_diffusion_steps=cfg.decoder.num_diffusion_steps, device=device)
-    decoder.observation_norm.update(observations)
+    decoder.observation_norm.update(data["observation"])
     return decoder
 
 
@@ -123,9 +130,9 @@ def fit(loss_fn, loss_keys: tuple[str, ...], params, buffer, steps: int, lr: flo
             log({k: float(v.detach()) for k, v in out.items()}, step)
 
 
-def train_critics(cfg: DictConfig, buffer, obs_dim: int, act_dim: int, device, logger: "OfflineRun") -> IQLCriticLoss:
+def train_critics(cfg: DictConfig, buffer, data: TensorDictBase, device, logger: "OfflineRun") -> IQLCriticLoss:
     """IQL: expectile V and double Q on the dataset's transitions (rewards as stored: raw env rewards)."""
-    q, v = make_iql_critics(obs_dim, act_dim, num_cells=tuple(cfg.critic.num_cells), device=device)
+    q, v = make_iql_critics(*dims(data), num_cells=tuple(cfg.critic.num_cells), device=device)
     critic = IQLCriticLoss(q, v, expectile=cfg.critic.expectile, gamma=cfg.critic.gamma)
     target = SoftUpdate(critic, tau=cfg.critic.tau)
     fit(critic, ("loss_value", "loss_qvalue"), critic.parameters(), buffer, cfg.critic.steps, cfg.critic.lr,
@@ -138,9 +145,9 @@ class OfflineRun:
 
     FIELDS = ["phase", "step", "return_mean", "return_std", "return_min", "return_max", "num_episodes"]
 
-    def __init__(self, cfg: DictConfig, algo: str, task: str, buffer) -> None:
-        self.cfg, self.task, self.dataset_size = cfg, task, len(buffer)
-        returns = episode_returns(buffer[:])
+    def __init__(self, cfg: DictConfig, algo: str, task: str, data: TensorDictBase) -> None:
+        self.cfg, self.task, self.dataset_size = cfg, task, data.shape[0]
+        returns = episode_returns(data)
         self.dataset_returns = {"dataset_episodes": returns.numel(),
                                 "dataset_return_mean": float(returns.mean()) if returns.numel() else float("nan"),
                                 "dataset_return_std": float(returns.std(correction=0)) if returns.numel() else float("nan")}

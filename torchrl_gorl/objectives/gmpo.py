@@ -103,10 +103,10 @@ class GMPOLoss(LossModule):
             generative_loss = DiffusionLoss(decoder_network, num_noise_samples=num_noise_samples)
         else:
             raise TypeError(f"GMPOLoss expects a FlowDecoderModule or DiffusionDecoderModule, got {type(decoder_network).__name__}.")
-        for name, value, low in (("beta", beta, "non-negative"), ("max_weight", max_weight, "positive")):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if low == "non-negative" else value > 0)
-            if not ok:
-                raise ValueError(f"{name} must be a {low} number, got {value!r}.")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
+            raise ValueError(f"beta must be a non-negative number, got {beta!r}.")
+        if isinstance(max_weight, bool) or not isinstance(max_weight, (int, float)) or not max_weight > 0:
+            raise ValueError(f"max_weight must be a positive number, got {max_weight!r}.")
         super().__init__()
         self.generative_loss = generative_loss
         self.beta = float(beta)
