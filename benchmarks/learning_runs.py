@@ -1,11 +1,17 @@
 """Learning-curve runs for docs/results.md: run the grid, then rebuild the tables and plots from the saved CSVs.
 
     python benchmarks/learning_runs.py run --tasks cheetah-run finger-spin hopper-stand --seeds 1 2 3 --jobs 2
+    python benchmarks/learning_runs.py status         # how far each run in outputs/learning/ has got
     python benchmarks/learning_runs.py table          # the table in docs/results.md and docs/img/*.png from results/
 
 Each run's ``eval.csv`` and ``summary.json`` are copied to ``results/learning/<task>/<method>/seed<k>/`` (small,
 committed); everything else stays in ``outputs/``. Methods: ``gorl_flow``, ``gorl_diffusion`` (gorl_ppo.py with
 ``decoder.type``), ``gorl_flow_weighted`` (``schedule.decoder_refit=weighted``), ``ppo_gaussian``, ``fpo`` and ``dppo``, all at the same total env-step budget (the preset's).
+
+The grid is longer than one working session on a small machine, so ``run`` picks up where it stopped: a run whose
+saved ``command.txt`` equals the command it would run is skipped (``--rerun`` runs it again), and a run that was
+interrupted continues from its last stage-boundary checkpoint (``checkpoint.resume``; resuming is exact, see
+``tests/test_sota.py``), so its results equal an uninterrupted run's.
 """
 from __future__ import annotations
 
@@ -47,20 +53,64 @@ PAPER_STEPS = ("15M", "30M", "60M", "180M")
 TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"
 
 
-def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str]) -> pathlib.Path:
+def run_dir_of(task: str, method: str, seed: int) -> pathlib.Path:
+    return ROOT / "outputs" / "learning" / task / method / f"seed{seed}"
+
+
+def command_of(task: str, method: str, seed: int, preset: str, overrides: list[str]) -> list[str]:
     script, extra = METHODS[method]
-    run_dir = ROOT / "outputs" / "learning" / task / method / f"seed{seed}"
-    cmd = [sys.executable, str(ROOT / "sota-implementations" / script), f"preset={preset}", f"env.task={task}",
-           f"env.seed={seed}", f"hydra.run.dir={run_dir}", "logger.progress_bar=false", *extra, *overrides]
+    return [sys.executable, str(ROOT / "sota-implementations" / script), f"preset={preset}", f"env.task={task}",
+            f"env.seed={seed}", f"hydra.run.dir={run_dir_of(task, method, seed)}", "logger.progress_bar=false",
+            *extra, *overrides]
+
+
+def recorded(cmd: list[str]) -> str:
+    """The command as ``command.txt`` stores it: no interpreter, paths relative to the repository."""
+    return " ".join(cmd[1:]).replace(str(ROOT) + "/", "")
+
+
+def plan(cmd: list[str], run_dir: pathlib.Path, target: pathlib.Path, rerun: bool = False) -> tuple[str, list[str]]:
+    """What ``run`` does for one grid point: ``("skip", [])``, ``("resume", [override])`` or ``("fresh", [])``.
+
+    Skipped: results saved by the same command. Resumed: a checkpoint left in the run directory by an
+    interrupted run (no ``summary.json`` after it). A finished or foreign run directory starts afresh.
+    """
+    saved = target / "command.txt"
+    if not rerun and saved.exists() and saved.read_text().splitlines()[0] == recorded(cmd):
+        return "skip", []
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    summary = run_dir / "summary.json"
+    interrupted = checkpoint.exists() and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
+    if not rerun and interrupted:
+        return "resume", [f"checkpoint.resume={checkpoint}"]
+    return "fresh", []
+
+
+def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str], rerun: bool = False) -> str:
+    cmd = command_of(task, method, seed, preset, overrides)
+    run_dir, target = run_dir_of(task, method, seed), RESULTS / task / method / f"seed{seed}"
+    action, extra = plan(cmd, run_dir, target, rerun)
+    if action == "skip":
+        return f"skipped (saved by the same command) {target.relative_to(ROOT)}"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f"seed{seed}.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    target = RESULTS / task / method / f"seed{seed}"
+    with open(run_dir.parent / f"seed{seed}.log", "a" if action == "resume" else "w") as log:
+        subprocess.run(cmd + extra, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("eval.csv", "summary.json"):
         shutil.copy(run_dir / name, target / name)
-    (target / "command.txt").write_text(" ".join(cmd[1:]).replace(str(ROOT) + "/", "") + "\n")
-    return target
+    # the command of the whole run; a resumed run ends where the uninterrupted one does
+    note = "" if action == "fresh" else "# interrupted, then resumed from its last checkpoint (checkpoint.resume)\n"
+    (target / "command.txt").write_text(recorded(cmd) + "\n" + note)
+    return f"saved ({action}) {target.relative_to(ROOT)}"
+
+
+def status() -> None:
+    """Env steps reached by each run in outputs/learning/ (from its CSV log), finished or not."""
+    for run_dir in sorted(d for d in (ROOT / "outputs" / "learning").glob("*/*/seed*") if d.is_dir()):
+        frames = sorted(run_dir.glob("logs/*/scalars/frames/total.csv"))
+        last = frames[-1].read_text().strip().splitlines()[-1].split(",")[-1] if frames else "0"
+        state = "finished" if (run_dir / "summary.json").exists() else "running or interrupted"
+        print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {float(last) / 1e6:.2f}M env steps, {state}")
 
 
 def load_runs() -> dict:
@@ -152,8 +202,10 @@ def main() -> None:
     run.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     run.add_argument("--preset", default="cpu")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time (one core each)")
+    run.add_argument("--rerun", action="store_true", help="run again what is saved, start interrupted runs afresh")
     run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
+    sub.add_parser("status", help="env steps reached by each run in outputs/learning/")
     # hydra overrides are picked out first: nargs="+" options (--methods, --seeds) would swallow them
     argv = sys.argv[1:]
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
@@ -162,10 +214,13 @@ def main() -> None:
     if args.command == "table":
         make_table()
         return
+    if args.command == "status":
+        status()
+        return
     grid = [(t, m, s) for t in args.tasks for m in args.methods for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for target in pool.map(lambda g: run_one(*g, args.preset, args.overrides), grid):
-            print("saved", target.relative_to(ROOT))
+        for outcome in pool.map(lambda g: run_one(*g, args.preset, args.overrides, args.rerun), grid):
+            print(outcome, flush=True)
     make_table()
 
 

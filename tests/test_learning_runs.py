@@ -1,0 +1,66 @@
+"""benchmarks/learning_runs.py: the grid skips saved runs and resumes interrupted ones."""
+import importlib.util
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GRID_OVERRIDES = ["schedule.stage_frames=[928000,928000,464000,464000]", "ppo.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    spec = importlib.util.spec_from_file_location("learning_runs", ROOT / "benchmarks" / "learning_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _grid_point(runs, tmp_path, overrides=GRID_OVERRIDES):
+    cmd = runs.command_of("hopper-stand", "gorl_flow", 2, "cpu", overrides)
+    run_dir, target = tmp_path / "outputs", tmp_path / "results"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    target.mkdir()
+    return cmd, run_dir, target
+
+
+def test_fresh_when_nothing_is_there(runs, tmp_path):
+    cmd, run_dir, target = _grid_point(runs, tmp_path)
+    assert runs.plan(cmd, run_dir, target) == ("fresh", [])
+
+
+def test_saved_results_of_the_same_command_are_skipped(runs, tmp_path):
+    cmd, run_dir, target = _grid_point(runs, tmp_path)
+    (target / "command.txt").write_text(runs.recorded(cmd) + "\n")
+    assert runs.plan(cmd, run_dir, target) == ("skip", [])
+    assert runs.plan(cmd, run_dir, target, rerun=True) == ("fresh", [])
+    # another budget is another run
+    other = runs.command_of("hopper-stand", "gorl_flow", 2, "cpu", ["ppo.num_threads=1"])
+    assert runs.plan(other, run_dir, target) == ("fresh", [])
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(runs, tmp_path):
+    cmd, run_dir, target = _grid_point(runs, tmp_path)
+    checkpoint = run_dir / "checkpoints" / "latest.pt"
+    checkpoint.write_bytes(b"")
+    assert runs.plan(cmd, run_dir, target) == ("resume", [f"checkpoint.resume={checkpoint}"])
+    # a summary written after the last checkpoint means the run finished: start afresh instead
+    summary = run_dir / "summary.json"
+    summary.write_text("{}")
+    os.utime(checkpoint, (1, 1))
+    assert runs.plan(cmd, run_dir, target)[0] == "fresh"
+    # an older summary (from an earlier finished run) and a newer checkpoint: interrupted rerun
+    os.utime(summary, (1, 1))
+    os.utime(checkpoint, None)
+    assert runs.plan(cmd, run_dir, target)[0] == "resume"
+    assert runs.plan(cmd, run_dir, target, rerun=True)[0] == "fresh"
+
+
+def test_documented_grid_command_skips_the_committed_runs(runs):
+    """results.md's grid command, re-run, must not redo what results/learning already holds."""
+    saved = sorted(runs.RESULTS.glob("cheetah-run/gorl_flow/seed1/command.txt"))
+    assert saved, "the cheetah-run GoRL (flow) run is committed"
+    cmd = runs.command_of("cheetah-run", "gorl_flow", 1, "cpu", GRID_OVERRIDES)
+    target = saved[0].parent
+    assert runs.plan(cmd, runs.run_dir_of("cheetah-run", "gorl_flow", 1), target) == ("skip", [])
