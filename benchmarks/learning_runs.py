@@ -10,7 +10,7 @@ committed); everything else stays in ``outputs/``. Methods: ``gorl_flow``, ``gor
 
 The grid is longer than one working session on a small machine, so ``run`` picks up where it stopped: a run whose
 saved ``command.txt`` equals the command it would run is skipped (``--rerun`` runs it again), and a run that was
-interrupted continues from its last stage-boundary checkpoint (``checkpoint.resume``; resuming is exact, see
+interrupted continues from its last checkpoint (every 200k encoder steps; ``checkpoint.resume``; resuming is exact, see
 ``tests/test_sota.py``), so its results equal an uninterrupted run's.
 """
 from __future__ import annotations
@@ -57,16 +57,29 @@ def run_dir_of(task: str, method: str, seed: int) -> pathlib.Path:
     return ROOT / "outputs" / "learning" / task / method / f"seed{seed}"
 
 
+# checkpoints inside stages too, so an interrupted run loses at most this many encoder steps; results do not
+# depend on it (checkpoint options may differ on resume), so it is left out when commands are compared
+CHECKPOINT_EVERY = "checkpoint.interval_frames=200000"
+
+
 def command_of(task: str, method: str, seed: int, preset: str, overrides: list[str]) -> list[str]:
     script, extra = METHODS[method]
+    checkpointing = [] if any(o.startswith("checkpoint.") for o in overrides) else [CHECKPOINT_EVERY]
     return [sys.executable, str(ROOT / "sota-implementations" / script), f"preset={preset}", f"env.task={task}",
             f"env.seed={seed}", f"hydra.run.dir={run_dir_of(task, method, seed)}", "logger.progress_bar=false",
-            *extra, *overrides]
+            *extra, *overrides, *checkpointing]
 
 
 def recorded(cmd: list[str]) -> str:
     """The command as ``command.txt`` stores it: no interpreter, paths relative to the repository."""
     return " ".join(cmd[1:]).replace(str(ROOT) + "/", "")
+
+
+def same_run(saved: str, cmd: list[str]) -> bool:
+    """Whether a saved command is ``cmd`` up to checkpoint options (which do not change results)."""
+    def key(words: list[str]) -> list[str]:
+        return [w for w in words if not w.startswith("checkpoint.")]
+    return key(saved.split()) == key(recorded(cmd).split())
 
 
 def plan(cmd: list[str], run_dir: pathlib.Path, target: pathlib.Path, rerun: bool = False) -> tuple[str, list[str]]:
@@ -76,7 +89,7 @@ def plan(cmd: list[str], run_dir: pathlib.Path, target: pathlib.Path, rerun: boo
     interrupted run (no ``summary.json`` after it). A finished or foreign run directory starts afresh.
     """
     saved = target / "command.txt"
-    if not rerun and saved.exists() and saved.read_text().splitlines()[0] == recorded(cmd):
+    if not rerun and saved.exists() and same_run(saved.read_text().splitlines()[0], cmd):
         return "skip", []
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     summary = run_dir / "summary.json"

@@ -28,6 +28,8 @@ def _grid_point(runs, tmp_path, overrides=GRID_OVERRIDES):
 def test_fresh_when_nothing_is_there(runs, tmp_path):
     cmd, run_dir, target = _grid_point(runs, tmp_path)
     assert runs.plan(cmd, run_dir, target) == ("fresh", [])
+    assert runs.CHECKPOINT_EVERY in cmd  # grid runs checkpoint inside stages, unless told otherwise
+    assert runs.CHECKPOINT_EVERY not in runs.command_of("hopper-stand", "fpo", 1, "cpu", ["checkpoint.interval_frames=0"])
 
 
 def test_saved_results_of_the_same_command_are_skipped(runs, tmp_path):
@@ -35,6 +37,9 @@ def test_saved_results_of_the_same_command_are_skipped(runs, tmp_path):
     (target / "command.txt").write_text(runs.recorded(cmd) + "\n")
     assert runs.plan(cmd, run_dir, target) == ("skip", [])
     assert runs.plan(cmd, run_dir, target, rerun=True) == ("fresh", [])
+    # checkpoint options do not change results: commands that differ only there are the same run
+    (target / "command.txt").write_text(runs.recorded(cmd).replace(runs.CHECKPOINT_EVERY, "") + "\n")
+    assert runs.plan(cmd, run_dir, target) == ("skip", [])
     # another budget is another run
     other = runs.command_of("hopper-stand", "gorl_flow", 2, "cpu", ["ppo.num_threads=1"])
     assert runs.plan(other, run_dir, target) == ("fresh", [])
