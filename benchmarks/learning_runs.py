@@ -91,12 +91,15 @@ def plan(cmd: list[str], run_dir: pathlib.Path, target: pathlib.Path, rerun: boo
     saved = target / "command.txt"
     if not rerun and saved.exists() and same_run(saved.read_text().splitlines()[0], cmd):
         return "skip", []
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
-    summary = run_dir / "summary.json"
-    interrupted = checkpoint.exists() and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
-    if not rerun and interrupted:
-        return "resume", [f"checkpoint.resume={checkpoint}"]
+    if not rerun and unfinished(run_dir):
+        return "resume", [f"checkpoint.resume={run_dir / 'checkpoints' / 'latest.pt'}"]
     return "fresh", []
+
+
+def unfinished(run_dir: pathlib.Path) -> bool:
+    """A checkpoint newer than the run's ``summary.json`` (or none): the run is going on or was interrupted."""
+    checkpoint, summary = run_dir / "checkpoints" / "latest.pt", run_dir / "summary.json"
+    return checkpoint.exists() and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
 
 
 def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str], rerun: bool = False) -> str:
@@ -122,7 +125,8 @@ def status() -> None:
     for run_dir in sorted(d for d in (ROOT / "outputs" / "learning").glob("*/*/seed*") if d.is_dir()):
         frames = sorted(run_dir.glob("logs/*/scalars/frames/total.csv"))
         last = frames[-1].read_text().strip().splitlines()[-1].split(",")[-1] if frames else "0"
-        state = "finished" if (run_dir / "summary.json").exists() else "running or interrupted"
+        done = (run_dir / "summary.json").exists() and not unfinished(run_dir)
+        state = "finished" if done else "running or interrupted"
         print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {float(last) / 1e6:.2f}M env steps, {state}")
 
 
