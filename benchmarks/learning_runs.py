@@ -120,14 +120,23 @@ def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str]
     return f"saved ({action}) {target.relative_to(ROOT)}"
 
 
+def env_steps_reached(run_dir: pathlib.Path) -> float:
+    """The largest env-step count logged by any of the run's CSV loggers.
+
+    A resumed run logs into a new ``logs/<name>`` directory and keeps counting from its checkpoint, so the count
+    is the maximum over all of them (log directory names are not ordered by time).
+    """
+    last_rows = (p.read_text().strip().splitlines()[-1:] for p in run_dir.glob("logs/*/scalars/frames/total.csv"))
+    return max((float(row[0].split(",")[-1]) for row in last_rows if row), default=0.0)
+
+
 def status() -> None:
-    """Env steps reached by each run in outputs/learning/ (from its CSV log), finished or not."""
+    """Env steps reached by each run in outputs/learning/ (from its CSV logs), finished or not."""
     for run_dir in sorted(d for d in (ROOT / "outputs" / "learning").glob("*/*/seed*") if d.is_dir()):
-        frames = sorted(run_dir.glob("logs/*/scalars/frames/total.csv"))
-        last = frames[-1].read_text().strip().splitlines()[-1].split(",")[-1] if frames else "0"
         done = (run_dir / "summary.json").exists() and not unfinished(run_dir)
         state = "finished" if done else "running or interrupted"
-        print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {float(last) / 1e6:.2f}M env steps, {state}")
+        steps = env_steps_reached(run_dir) / 1e6
+        print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {steps:.2f}M env steps, {state}")
 
 
 def load_runs() -> dict:

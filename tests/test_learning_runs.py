@@ -69,3 +69,14 @@ def test_documented_grid_command_skips_the_committed_runs(runs):
     cmd = runs.command_of("cheetah-run", "gorl_flow", 1, "cpu", GRID_OVERRIDES)
     target = saved[0].parent
     assert runs.plan(cmd, runs.run_dir_of("cheetah-run", "gorl_flow", 1), target) == ("skip", [])
+
+
+def test_status_counts_the_resumed_log(runs, tmp_path):
+    """A resumed run writes a second log directory whose name may sort first; its larger count is the progress."""
+    assert runs.env_steps_reached(tmp_path) == 0.0
+    first, resumed = ["224000,224000.0"], ["224000,224000.0", "1464000,1464000.0"]
+    for name, rows in (("run_5914_resumed", resumed), ("run_88c7_first", first)):
+        frames = tmp_path / "logs" / name / "scalars" / "frames"
+        frames.mkdir(parents=True)
+        (frames / "total.csv").write_text("\n".join(rows) + "\n")
+    assert runs.env_steps_reached(tmp_path) == 1464000.0
