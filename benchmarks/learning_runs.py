@@ -164,7 +164,7 @@ def fmt(values: list[float]) -> str:
         return "n/a"
     if len(values) == 1:
         return f"{values[0]:.0f} (n=1)"
-    return f"{np.mean(values):.0f} ± {np.std(values):.0f} (n={len(values)})"
+    return f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f} (n={len(values)})"
 
 
 def make_table() -> None:
@@ -200,7 +200,7 @@ def make_table() -> None:
             curves = np.array([[curve_at(x, y, g) if g <= x[-1] else np.nan for g in grid] for x, y, _ in seeds.values()])
             with np.errstate(invalid="ignore"), warnings.catch_warnings():  # grid points past every run's end
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0)
+                mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0, ddof=1)  # a single seed gets no band
             ax.plot(grid, mean, label=f"{LABELS[method]} (n={len(seeds)})")
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         ax.set_xlabel("env steps (encoder PPO + decoder data)")

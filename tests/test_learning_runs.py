@@ -80,3 +80,10 @@ def test_status_counts_the_resumed_log(runs, tmp_path):
         frames.mkdir(parents=True)
         (frames / "total.csv").write_text("\n".join(rows) + "\n")
     assert runs.env_steps_reached(tmp_path) == 1464000.0
+
+
+def test_table_spread_is_the_sample_std_over_seeds(runs):
+    """results.md documents mean ± sample std (ddof 1); NaN (a run that did not reach the column) is left out."""
+    assert runs.fmt([496.0, 588.0]) == "542 ± 65 (n=2)"
+    assert runs.fmt([496.0, float("nan")]) == "496 (n=1)"
+    assert runs.fmt([]) == "n/a"
