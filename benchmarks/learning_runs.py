@@ -102,13 +102,20 @@ def unfinished(run_dir: pathlib.Path) -> bool:
     return checkpoint.exists() and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
 
 
+def prepare(run_dir: pathlib.Path, action: str) -> None:
+    """A fresh run replaces the old one's CSV logs, so that ``status`` counts the new run's steps only."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    if action == "fresh":
+        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+
+
 def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str], rerun: bool = False) -> str:
     cmd = command_of(task, method, seed, preset, overrides)
     run_dir, target = run_dir_of(task, method, seed), RESULTS / task / method / f"seed{seed}"
     action, extra = plan(cmd, run_dir, target, rerun)
     if action == "skip":
         return f"skipped (saved by the same command) {target.relative_to(ROOT)}"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    prepare(run_dir, action)
     with open(run_dir.parent / f"seed{seed}.log", "a" if action == "resume" else "w") as log:
         subprocess.run(cmd + extra, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     target.mkdir(parents=True, exist_ok=True)

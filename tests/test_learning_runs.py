@@ -87,3 +87,13 @@ def test_table_spread_is_the_sample_std_over_seeds(runs):
     assert runs.fmt([496.0, 588.0]) == "542 ± 65 (n=2)"
     assert runs.fmt([496.0, float("nan")]) == "496 (n=1)"
     assert runs.fmt([]) == "n/a"
+
+
+def test_fresh_run_drops_old_logs_and_resume_keeps_them(runs, tmp_path):
+    frames = tmp_path / "run" / "logs" / "old" / "scalars" / "frames"
+    frames.mkdir(parents=True)
+    (frames / "total.csv").write_text("3024000,3024000.0\n")
+    runs.prepare(tmp_path / "run", "resume")
+    assert runs.env_steps_reached(tmp_path / "run") == 3024000.0
+    runs.prepare(tmp_path / "run", "fresh")
+    assert runs.env_steps_reached(tmp_path / "run") == 0.0
