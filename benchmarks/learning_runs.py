@@ -146,6 +146,34 @@ def status() -> None:
         print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {steps:.2f}M env steps, {state}")
 
 
+def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
+    """Rows ``[step, *values]`` of the named ``train/`` scalars over all of a run's CSV logs.
+
+    A resumed run re-logs the iterations after its checkpoint in a new log directory; logs are read oldest first, so
+    the resumed run's value is the one kept for a step logged twice.
+    """
+    columns: dict[float, dict[str, float]] = {}
+    for log in sorted(run_dir.glob("logs/*"), key=lambda d: d.stat().st_mtime):
+        for name in names:
+            path = log / "scalars" / "train" / f"{name}.csv"
+            for line in path.read_text().split() if path.exists() else ():
+                step, value = map(float, line.split(","))
+                columns.setdefault(step, {})[name] = value
+    return [[step] + [values.get(name, float("nan")) for name in names] for step, values in sorted(columns.items())]
+
+
+def export_train_log(task: str, method: str, seed: int, names: list[str]) -> pathlib.Path:
+    """Save the named training diagnostics of a run next to its eval.csv (small; they back numbers in results.md)."""
+    rows = train_log(run_dir_of(task, method, seed), names)
+    if not rows:
+        raise FileNotFoundError(f"no train/{{{','.join(names)}}} scalars under {run_dir_of(task, method, seed)}/logs")
+    target = RESULTS / task / method / f"seed{seed}" / "train_log.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as f:
+        csv.writer(f).writerows([["frames_total", *names], *rows])
+    return target
+
+
 def load_runs() -> dict:
     runs: dict = {}
     for csv_path in sorted(RESULTS.glob("*/*/seed*/eval.csv")):
@@ -239,6 +267,11 @@ def main() -> None:
     run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
     sub.add_parser("status", help="env steps reached by each run in outputs/learning/")
+    log = sub.add_parser("train-log", help="save a run's training diagnostics to results/<task>/<method>/seed<k>/train_log.csv")
+    log.add_argument("task")
+    log.add_argument("method")
+    log.add_argument("seed", type=int)
+    log.add_argument("names", nargs="+", help="train/ scalars, e.g. cfm_loss clip_fraction kl_approx")
     # hydra overrides are picked out first: nargs="+" options (--methods, --seeds) would swallow them
     argv = sys.argv[1:]
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
@@ -249,6 +282,9 @@ def main() -> None:
         return
     if args.command == "status":
         status()
+        return
+    if args.command == "train-log":
+        print(export_train_log(args.task, args.method, args.seed, args.names).relative_to(ROOT))
         return
     grid = [(t, m, s) for t in args.tasks for m in args.methods for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
