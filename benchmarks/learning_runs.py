@@ -149,15 +149,23 @@ def status() -> None:
 def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
     """Rows ``[step, *values]`` of the named ``train/`` scalars over all of a run's CSV logs.
 
-    A resumed run re-logs the iterations after its checkpoint in a new log directory; logs are read oldest first, so
-    the resumed run's value is the one kept for a step logged twice.
+    A resumed run re-logs the iterations after its checkpoint in a new log directory, which therefore starts at a
+    later step than the one before it; segments are merged in that order (not by file times, which a copy resets),
+    so the resumed run's value is the one kept for a step logged twice.
     """
-    columns: dict[float, dict[str, float]] = {}
-    for log in sorted(run_dir.glob("logs/*"), key=lambda d: d.stat().st_mtime):
+    segments = []
+    for log in run_dir.glob("logs/*"):
+        rows = {}
         for name in names:
             path = log / "scalars" / "train" / f"{name}.csv"
-            for line in path.read_text().split() if path.exists() else ():
-                step, value = map(float, line.split(","))
+            rows[name] = [tuple(map(float, line.split(","))) for line in (path.read_text().split() if path.exists() else ())]
+        steps = [step for series in rows.values() for step, _ in series]
+        if steps:
+            segments.append((min(steps), rows))
+    columns: dict[float, dict[str, float]] = {}
+    for _, rows in sorted(segments, key=lambda segment: segment[0]):
+        for name, series in rows.items():
+            for step, value in series:
                 columns.setdefault(step, {})[name] = value
     return [[step] + [values.get(name, float("nan")) for name in names] for step, values in sorted(columns.items())]
 

@@ -100,12 +100,16 @@ def test_fresh_run_drops_old_logs_and_resume_keeps_them(runs, tmp_path):
 
 
 def test_train_log_merges_a_resumed_runs_logs(runs, tmp_path):
-    """Both log segments of a resumed run, by step; the step logged twice keeps the resumed run's value."""
-    for name, lines in (("first", ["100,0.5", "200,0.6"]), ("resumed", ["200,0.7", "300,0.8"])):
+    """Both log segments of a resumed run, by step; the step logged twice keeps the resumed run's value.
+
+    The segments are ordered by their first step: here the resumed one sorts first by name and the first one
+    has the newer file time (as after a copy), and neither may decide the order.
+    """
+    for name, lines in (("b_first", ["100,0.5", "200,0.6"]), ("a_resumed", ["200,0.7", "300,0.8"])):
         train = tmp_path / "logs" / name / "scalars" / "train"
         train.mkdir(parents=True)
         (train / "cfm_loss.csv").write_text("\n".join(lines) + "\n")
-        os.utime(tmp_path / "logs" / name, (1, 1) if name == "first" else None)
+    os.utime(tmp_path / "logs" / "a_resumed", (1, 1))
     assert runs.train_log(tmp_path, ["cfm_loss"]) == [[100.0, 0.5], [200.0, 0.7], [300.0, 0.8]]
     rows = runs.train_log(tmp_path, ["cfm_loss", "kl_approx"])
     assert rows[0][1] == 0.5 and all(r[2] != r[2] for r in rows)  # a scalar never logged is NaN
