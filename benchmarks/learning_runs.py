@@ -158,7 +158,8 @@ def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
         rows = {}
         for name in names:
             path = log / "scalars" / "train" / f"{name}.csv"
-            rows[name] = [tuple(map(float, line.split(","))) for line in (path.read_text().split() if path.exists() else ())]
+            lines = path.read_text().split() if path.exists() else []
+            rows[name] = [tuple(map(float, line.split(","))) for line in lines]
         steps = [step for series in rows.values() for step, _ in series]
         if steps:
             segments.append((min(steps), rows))
@@ -172,9 +173,10 @@ def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
 
 def export_train_log(task: str, method: str, seed: int, names: list[str]) -> pathlib.Path:
     """Save the named training diagnostics of a run next to its eval.csv (small; they back numbers in results.md)."""
-    rows = train_log(run_dir_of(task, method, seed), names)
+    run_dir = run_dir_of(task, method, seed)
+    rows = train_log(run_dir, names)
     if not rows:
-        raise FileNotFoundError(f"no train/{{{','.join(names)}}} scalars under {run_dir_of(task, method, seed)}/logs")
+        raise FileNotFoundError(f"no train/{{{','.join(names)}}} scalars under {run_dir}/logs")
     target = RESULTS / task / method / f"seed{seed}" / "train_log.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "w", newline="") as f:
