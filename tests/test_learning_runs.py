@@ -113,3 +113,16 @@ def test_train_log_merges_a_resumed_runs_logs(runs, tmp_path):
     assert runs.train_log(tmp_path, ["cfm_loss"]) == [[100.0, 0.5], [200.0, 0.7], [300.0, 0.8]]
     rows = runs.train_log(tmp_path, ["cfm_loss", "kl_approx"])
     assert rows[0][1] == 0.5 and all(r[2] != r[2] for r in rows)  # a scalar never logged is NaN
+
+
+def test_table_columns_follow_the_grid_not_a_shorter_ablation(runs):
+    """A shorter ablation run does not pull the columns down; its cells past its end read n/a, never a carried value."""
+    def run(end):
+        return (runs.np.array([0.0, end / 2, end]), runs.np.array([0.0, 100.0, 200.0]), {"frames_total": end})
+
+    methods = {"gorl_flow": {"1": run(3.0e6), "2": run(3.2e6)}, "gorl_flow_weighted": {"1": run(2.6e6)}}
+    assert runs.column_budget(methods) == 3.0e6
+    assert runs.column_budget({"gorl_flow_weighted": {"1": run(2.6e6)}}) == 2.6e6
+    marks = [0.75e6, 1.5e6, 3.0e6]
+    assert runs.columns(methods["gorl_flow_weighted"], marks) == ["0 (n=1)", "100 (n=1)", "n/a"]
+    assert runs.columns(methods["gorl_flow"], marks) == ["0 ± 0 (n=2)", "50 ± 71 (n=2)", "150 ± 71 (n=2)"]
