@@ -3,6 +3,8 @@
     python benchmarks/learning_runs.py run --tasks cheetah-run finger-spin hopper-stand --seeds 1 2 3 --jobs 2
     python benchmarks/learning_runs.py status         # how far each run in outputs/learning/ has got
     python benchmarks/learning_runs.py table          # the table in docs/results.md and docs/img/*.png from results/
+    python benchmarks/learning_runs.py stages cheetah-run gorl_flow   # first / best / last eval of each stage
+    python benchmarks/learning_runs.py train-log finger-spin fpo 1 cfm_loss   # a run's train/ scalars to CSV
 
 Each run's ``eval.csv`` and ``summary.json`` are copied to ``results/learning/<task>/<method>/seed<k>/`` (small,
 committed); everything else stays in ``outputs/``. Methods: ``gorl_flow``, ``gorl_diffusion`` (gorl_ppo.py with
@@ -200,9 +202,9 @@ def load_runs() -> dict:
 
 
 def curve_at(x: np.ndarray, y: np.ndarray, step: float) -> float:
-    """Return of the last evaluation at or before ``step`` env steps (no extrapolation)."""
+    """Return of the last evaluation at or before ``step`` env steps; NaN outside the run (never carried past its end)."""
     idx = np.searchsorted(x, step, side="right") - 1
-    return float(y[idx]) if idx >= 0 else float("nan")
+    return float(y[idx]) if 0 <= idx and step <= x[-1] else float("nan")
 
 
 def fmt(values: list[float]) -> str:
@@ -221,9 +223,22 @@ def column_budget(methods: dict) -> float:
 
 
 def columns(seeds: dict, marks: list[float]) -> list[str]:
-    """One table cell per mark; a run that ended before a mark is left out there, not carried past its end."""
-    return [fmt([curve_at(x, y, m) if m <= s["frames_total"] else float("nan") for x, y, s in seeds.values()])
-            for m in marks]
+    """One table cell per mark over the seeds; a run that ended before a mark is left out there."""
+    return [fmt([curve_at(x, y, m) for x, y, _ in seeds.values()]) for m in marks]
+
+
+def stage_evals(task: str, method: str) -> list[str]:
+    """Per seed and stage: first, best and last evaluation (env steps and return) from the committed eval.csv."""
+    lines = []
+    for csv_path in sorted((RESULTS / task / method).glob("seed*/eval.csv")):
+        with open(csv_path) as f:
+            rows = list(csv.DictReader(f))
+        for stage in sorted({int(r["stage"]) for r in rows}):
+            ret = [(float(r["frames_total"]) / 1e6, float(r["return_mean"])) for r in rows if int(r["stage"]) == stage]
+            best = max(ret, key=lambda point: point[1])
+            lines.append(f"{csv_path.parent.name} stage {stage}: first {ret[0][1]:.0f} @ {ret[0][0]:.2f}M, "
+                         f"best {best[1]:.0f} @ {best[0]:.2f}M, last {ret[-1][1]:.0f} @ {ret[-1][0]:.2f}M")
+    return lines
 
 
 def make_table() -> None:
@@ -255,7 +270,7 @@ def make_table() -> None:
             run_budget = "/".join(sorted({f"{s['frames_total'] / 1e6:.2f}M" for _, _, s in seeds.values()}))
             lines.append(f"| {LABELS[method]} | {run_budget} | " + " | ".join(cols) + f" | {final} | {paper} |")
             grid = np.linspace(0, longest, 80)
-            curves = np.array([[curve_at(x, y, g) if g <= x[-1] else np.nan for g in grid] for x, y, _ in seeds.values()])
+            curves = np.array([[curve_at(x, y, g) for g in grid] for x, y, _ in seeds.values()])
             with np.errstate(invalid="ignore"), warnings.catch_warnings():  # grid points past every run's end
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, std = np.nanmean(curves, 0), np.nanstd(curves, 0, ddof=1)  # a single seed gets no band
@@ -290,6 +305,9 @@ def main() -> None:
     run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
     sub.add_parser("status", help="env steps reached by each run in outputs/learning/")
+    stages = sub.add_parser("stages", help="first / best / last evaluation of each stage of a method's saved runs")
+    stages.add_argument("task")
+    stages.add_argument("method", choices=list(METHODS))
     log = sub.add_parser("train-log", help="save a run's training diagnostics to results/<task>/<method>/seed<k>/train_log.csv")
     log.add_argument("task")
     log.add_argument("method")
@@ -305,6 +323,9 @@ def main() -> None:
         return
     if args.command == "status":
         status()
+        return
+    if args.command == "stages":
+        print("\n".join(stage_evals(args.task, args.method)))
         return
     if args.command == "train-log":
         print(export_train_log(args.task, args.method, args.seed, args.names).relative_to(ROOT))

@@ -126,3 +126,13 @@ def test_table_columns_follow_the_grid_not_a_shorter_ablation(runs):
     marks = [0.75e6, 1.5e6, 3.0e6]
     assert runs.columns(methods["gorl_flow_weighted"], marks) == ["0 (n=1)", "100 (n=1)", "n/a"]
     assert runs.columns(methods["gorl_flow"], marks) == ["0 ± 0 (n=2)", "50 ± 71 (n=2)", "150 ± 71 (n=2)"]
+    assert runs.np.isnan(runs.curve_at(*run(2.6e6)[:2], 2.7e6))  # the plots use the same cut-off
+
+
+def test_stages_command_backs_the_stage_numbers_in_results_md(runs):
+    """results.md quotes finger-spin GoRL (flow) seed 1's stage evaluations; `stages` reads them off eval.csv."""
+    lines = runs.stage_evals("finger-spin", "gorl_flow")
+    assert lines[1] == "seed1 stage 1: first 168 @ 1.01M, best 683 @ 1.93M, last 674 @ 1.94M"
+    assert len(lines) == 4 and all(line.startswith("seed1 stage ") for line in lines)
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    assert "learning_runs.py stages" in text and "683 / 651 / 652 (flow)" in text
