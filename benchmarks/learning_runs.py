@@ -227,16 +227,24 @@ def columns(seeds: dict, marks: list[float]) -> list[str]:
     return [fmt([curve_at(x, y, m) for x, y, _ in seeds.values()]) for m in marks]
 
 
-def stage_evals(task: str, method: str) -> list[str]:
-    """Per seed and stage: first, best and last evaluation (env steps and return) from the committed eval.csv."""
-    lines = []
+def stage_points(task: str, method: str) -> dict[str, dict[int, list[tuple[float, float]]]]:
+    """Per seed and stage: the (env steps in millions, return) evaluations from the committed eval.csv, in order."""
+    points: dict[str, dict[int, list[tuple[float, float]]]] = {}
     for csv_path in sorted((RESULTS / task / method).glob("seed*/eval.csv")):
         with open(csv_path) as f:
-            rows = list(csv.DictReader(f))
-        for stage in sorted({int(r["stage"]) for r in rows}):
-            ret = [(float(r["frames_total"]) / 1e6, float(r["return_mean"])) for r in rows if int(r["stage"]) == stage]
+            for r in csv.DictReader(f):
+                stages = points.setdefault(csv_path.parent.name, {})
+                stages.setdefault(int(r["stage"]), []).append((float(r["frames_total"]) / 1e6, float(r["return_mean"])))
+    return points
+
+
+def stage_evals(task: str, method: str) -> list[str]:
+    """Per seed and stage: first, best and last evaluation (env steps and return), as ``stages`` prints them."""
+    lines = []
+    for seed, stages in stage_points(task, method).items():
+        for stage, ret in sorted(stages.items()):
             best = max(ret, key=lambda point: point[1])
-            lines.append(f"{csv_path.parent.name} stage {stage}: first {ret[0][1]:.0f} @ {ret[0][0]:.2f}M, "
+            lines.append(f"{seed} stage {stage}: first {ret[0][1]:.0f} @ {ret[0][0]:.2f}M, "
                          f"best {best[1]:.0f} @ {best[0]:.2f}M, last {ret[-1][1]:.0f} @ {ret[-1][0]:.2f}M")
     return lines
 

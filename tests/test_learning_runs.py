@@ -133,14 +133,11 @@ def test_stages_command_backs_the_stage_numbers_in_results_md(runs):
     """results.md quotes finger-spin GoRL's stage bests per seed; `stages` reads them off the committed eval.csv."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
     assert "learning_runs.py stages" in text
+    assert "seed1 stage 1: first 168 @ 1.01M, best 683 @ 1.93M, last 674 @ 1.94M" in runs.stage_evals(
+        "finger-spin", "gorl_flow")
     for method, label in (("gorl_flow", "flow"), ("gorl_diffusion", "diffusion")):
-        lines = runs.stage_evals("finger-spin", method)
-        bests: dict[str, list[str]] = {}
-        for line in lines:
-            seed, _, stage, rest = line.split(" ", 3)
-            assert rest.startswith("first ") and ", best " in rest and ", last " in rest
-            if stage != "0:":
-                bests.setdefault(seed, []).append(rest.split(", best ")[1].split(" @")[0])
-        assert all(len(b) == 3 for b in bests.values()) and len(bests) >= 2  # stages 1-3, every committed seed
-        quoted = " and ".join(" / ".join(b) for b in bests.values())
+        seeds = runs.stage_points("finger-spin", method)
+        assert len(seeds) >= 2 and all(sorted(stages) == [0, 1, 2, 3] for stages in seeds.values())
+        bests = [" / ".join(f"{max(r for _, r in stages[k]):.0f}" for k in (1, 2, 3)) for stages in seeds.values()]
+        quoted = " and ".join(bests)
         assert f"{quoted} ({label}" in text, quoted
