@@ -139,5 +139,5 @@ def test_stages_command_backs_the_stage_numbers_in_results_md(runs):
         seeds = runs.stage_points("finger-spin", method)
         assert len(seeds) >= 2 and all(sorted(stages) == [0, 1, 2, 3] for stages in seeds.values())
         bests = [" / ".join(f"{max(r for _, r in stages[k]):.0f}" for k in (1, 2, 3)) for stages in seeds.values()]
-        quoted = " and ".join(bests)
+        quoted = ", ".join(bests[:-1]) + " and " + bests[-1]
         assert f"{quoted} ({label}" in text, quoted
