@@ -232,8 +232,8 @@ def stage_points(task: str, method: str) -> dict[str, dict[int, list[tuple[float
     points: dict[str, dict[int, list[tuple[float, float]]]] = {}
     for csv_path in sorted((RESULTS / task / method).glob("seed*/eval.csv")):
         with open(csv_path) as f:
+            stages = points.setdefault(csv_path.parent.name, {})
             for r in csv.DictReader(f):
-                stages = points.setdefault(csv_path.parent.name, {})
                 stages.setdefault(int(r["stage"]), []).append((float(r["frames_total"]) / 1e6, float(r["return_mean"])))
     return points
 
@@ -246,6 +246,38 @@ def stage_evals(task: str, method: str) -> list[str]:
             best = max(ret, key=lambda point: point[1])
             lines.append(f"{seed} stage {stage}: first {ret[0][1]:.0f} @ {ret[0][0]:.2f}M, "
                          f"best {best[1]:.0f} @ {best[0]:.2f}M, last {ret[-1][1]:.0f} @ {ret[-1][0]:.2f}M")
+    return lines
+
+
+def windows(task: str, method: str, seed: int, column: str, edges: list[float],
+            above: list[float] = ()) -> list[str]:
+    """Min / median / max of one column of a committed run CSV per env-step window, and where it first exceeds values.
+
+    ``column`` is looked up in the run's ``train_log.csv`` (training scalars) or else its ``eval.csv``
+    (e.g. ``return_mean``); ``edges`` are window bounds in millions of env steps, the run's start and end added.
+    """
+    run = RESULTS / task / method / f"seed{seed}"
+    for name in ("train_log.csv", "eval.csv"):
+        if (run / name).exists():
+            with open(run / name) as f:
+                rows = list(csv.DictReader(f))
+            if rows and column in rows[0]:
+                break
+    else:
+        raise ValueError(f"no column {column!r} in {run}/train_log.csv or eval.csv")
+    steps = np.array([float(r["frames_total"]) / 1e6 for r in rows])
+    values = np.array([float(r[column]) for r in rows])
+    bounds = [steps.min(), *sorted(edges), np.nextafter(steps.max(), np.inf)]
+    lines = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        v = values[(steps >= lo) & (steps < hi)]
+        if v.size:
+            lines.append(f"{column} {lo:.2f}-{min(hi, steps.max()):.2f}M: n {v.size}, min {v.min():.3g}, "
+                         f"median {np.median(v):.3g}, max {v.max():.3g}")
+    for value in above:
+        hit = np.flatnonzero(values > value)
+        lines.append(f"{column} first above {value:g}: " + (f"{values[hit[0]]:.3g} @ {steps[hit[0]]:.2f}M"
+                                                            if hit.size else "never"))
     return lines
 
 
@@ -316,6 +348,13 @@ def main() -> None:
     stages = sub.add_parser("stages", help="first / best / last evaluation of each stage of a method's saved runs")
     stages.add_argument("task")
     stages.add_argument("method", choices=list(METHODS))
+    win = sub.add_parser("windows", help="min / median / max of a saved run's training or eval column per env-step window")
+    win.add_argument("task")
+    win.add_argument("method", choices=list(METHODS))
+    win.add_argument("seed", type=int)
+    win.add_argument("column", help="a train_log.csv scalar (e.g. cfm_loss) or an eval.csv column (return_mean)")
+    win.add_argument("--edges", nargs="+", type=float, default=[], help="window bounds, millions of env steps")
+    win.add_argument("--above", nargs="+", type=float, default=[], help="report where the column first exceeds these")
     log = sub.add_parser("train-log", help="save a run's training diagnostics to results/<task>/<method>/seed<k>/train_log.csv")
     log.add_argument("task")
     log.add_argument("method")
@@ -334,6 +373,9 @@ def main() -> None:
         return
     if args.command == "stages":
         print("\n".join(stage_evals(args.task, args.method)))
+        return
+    if args.command == "windows":
+        print("\n".join(windows(args.task, args.method, args.seed, args.column, args.edges, args.above)))
         return
     if args.command == "train-log":
         print(export_train_log(args.task, args.method, args.seed, args.names).relative_to(ROOT))

@@ -141,3 +141,18 @@ def test_stages_command_backs_the_stage_numbers_in_results_md(runs):
         bests = [" / ".join(f"{max(r for _, r in stages[k]):.0f}" for k in (1, 2, 3)) for stages in seeds.values()]
         quoted = ", ".join(bests[:-1]) + " and " + bests[-1]
         assert f"{quoted} ({label}" in text, quoted
+
+
+def test_windows_command_backs_fpo_seed3_collapse_numbers(runs):
+    """The seed-3 FPO diagnostics in results.md are what `windows` prints from the committed train_log.csv."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    cfm = runs.windows("finger-spin", "fpo", 3, "cfm_loss", [2.0, 2.4], [1.5, 10])
+    assert cfm[0].endswith("max 0.733") and "at most 0.73 before 2.0M" in text
+    assert cfm[-2] == "cfm_loss first above 1.5: 1.64 @ 2.14M" and "1.6 at 2.14M" in text
+    assert cfm[-1] == "cfm_loss first above 10: 10.6 @ 2.27M" and "11 at 2.27M" in text
+    clip = runs.windows("finger-spin", "fpo", 3, "clip_fraction", [2.0, 2.4])
+    kl = runs.windows("finger-spin", "fpo", 3, "kl_approx", [2.0, 2.4])
+    assert "median 0.0555" in clip[0] and "median 0.893" in clip[-1] and "median 0.00123" in kl[0] and "median 1.4" in kl[-1]
+    assert "clip fraction 0.06 before 2.0M and 0.89 after 2.4M, KL 0.001 and 1.4;" in text
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        runs.windows("finger-spin", "fpo", 3, "nope", [])
