@@ -143,6 +143,22 @@ def test_stages_command_backs_the_stage_numbers_in_results_md(runs):
         assert f"{quoted} ({label}" in text, quoted
 
 
+def test_commands_back_the_hopper_stand_seed2_numbers_in_results_md(runs):
+    """hopper-stand seed 2's GoRL stage bests and episode maxima in results.md are what `stages`/`windows` print."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    bests = {}
+    for method in ("gorl_flow", "gorl_diffusion"):
+        stages = runs.stage_points("hopper-stand", method)["seed2"]
+        bests[method] = " / ".join(f"{max(r for _, r in stages[k]):.0f}" for k in (1, 2, 3))
+        assert f"{max(r for _, r in stages[0]):.0f}" == "13"
+    assert f"{bests['gorl_flow']} (flow) and {bests['gorl_diffusion']} (diffusion)" in text
+    flow = runs.windows("hopper-stand", "gorl_flow", 2, "return_max", [1.0])
+    diffusion = runs.windows("hopper-stand", "gorl_diffusion", 2, "return_max", [1.0])
+    assert flow[0].endswith("max 41") and diffusion[0].endswith("max 41") and "at most 41 before" in text
+    assert flow[1].endswith("max 849") and diffusion[1].endswith("max 426")
+    assert "up to 849 (flow) and 426 (diffusion) after 1.0M" in text
+
+
 def test_windows_command_backs_fpo_seed3_collapse_numbers(runs):
     """The seed-3 FPO diagnostics in results.md are what `windows` prints from the committed train_log.csv."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
