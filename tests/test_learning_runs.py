@@ -157,6 +157,12 @@ def test_commands_back_the_hopper_stand_seed2_numbers_in_results_md(runs):
     assert flow[0].endswith("max 41") and diffusion[0].endswith("max 41") and "at most 41 before" in text
     assert flow[1].endswith("max 849") and diffusion[1].endswith("max 426")
     assert "up to 849 (flow) and 426 (diffusion) after 1.0M" in text
+    ppo = runs.stage_points("hopper-stand", "ppo_gaussian")["seed2"][0]
+    best_step, best = max(ppo, key=lambda point: point[1])
+    assert f"best evaluation {best:.0f} at {best_step:.2f}M, last {ppo[-1][1]:.0f}" in text
+    ppo_max = runs.windows("hopper-stand", "ppo_gaussian", 2, "return_max", [1.0])
+    before, after = (line.rsplit("max ", 1)[1] for line in ppo_max)
+    assert f"single episodes at most {float(before):.0f} before 1.0M and {float(after):.0f} after" in text
 
 
 def test_windows_command_backs_fpo_seed3_collapse_numbers(runs):
