@@ -1,5 +1,6 @@
 """benchmarks/learning_runs.py: the grid skips saved runs and resumes interrupted ones."""
 import importlib.util
+import json
 import os
 import pathlib
 
@@ -178,3 +179,21 @@ def test_windows_command_backs_fpo_seed3_collapse_numbers(runs):
     assert "clip fraction 0.06 before 2.0M and 0.89 after 2.4M, KL 0.001 and 1.4;" in text
     with pytest.raises(ValueError, match="no column 'nope'"):
         runs.windows("finger-spin", "fpo", 3, "nope", [])
+
+
+def test_commands_back_the_hopper_stand_seed3_numbers_in_results_md(runs):
+    """hopper-stand seed 3's quoted best evaluations, episode maxima and fresh finals are the saved runs' numbers."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    methods = ("gorl_flow", "gorl_diffusion", "ppo_gaussian")
+    bests, maxima, finals = [], [], []
+    for method in methods:
+        stages = runs.stage_points("hopper-stand", method)["seed3"]
+        bests.append(f"{max(r for points in stages.values() for _, r in points):.0f}")
+        after = runs.windows("hopper-stand", method, 3, "return_max", [1.0])[1]
+        maxima.append(f"{float(after.rsplit('max ', 1)[1]):.0f}")
+        summary = json.loads((runs.RESULTS / "hopper-stand" / method / "seed3" / "summary.json").read_text())
+        finals.append(f"{summary['final_return']:.0f} ± {summary['final_return_std']:.0f}")
+    assert f"best evaluations {' / '.join(bests)}" in text
+    assert f"single episodes at most {' / '.join(maxima)} after 1.0M" in text
+    assert (f"Fresh final evaluations {finals[0]} (GoRL flow), {finals[1]} (GoRL diffusion), {finals[2]} (Gaussian PPO)"
+            in text)
