@@ -249,13 +249,8 @@ def stage_evals(task: str, method: str) -> list[str]:
     return lines
 
 
-def windows(task: str, method: str, seed: int, column: str, edges: list[float],
-            above: list[float] = ()) -> list[str]:
-    """Min / median / max of one column of a committed run CSV per env-step window, and where it first exceeds values.
-
-    ``column`` is looked up in the run's ``train_log.csv`` (training scalars) or else its ``eval.csv``
-    (e.g. ``return_mean``); ``edges`` are window bounds in millions of env steps, the run's start and end added.
-    """
+def run_column(task: str, method: str, seed: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Env steps (millions) and values of one column of a committed run's ``train_log.csv``, or else its ``eval.csv``."""
     run = RESULTS / task / method / f"seed{seed}"
     for name in ("train_log.csv", "eval.csv"):
         if (run / name).exists():
@@ -265,15 +260,30 @@ def windows(task: str, method: str, seed: int, column: str, edges: list[float],
                 break
     else:
         raise ValueError(f"no column {column!r} in {run}/train_log.csv or eval.csv")
-    steps = np.array([float(r["frames_total"]) / 1e6 for r in rows])
-    values = np.array([float(r[column]) for r in rows])
+    return np.array([float(r["frames_total"]) / 1e6 for r in rows]), np.array([float(r[column]) for r in rows])
+
+
+def window_values(steps: np.ndarray, values: np.ndarray, edges: list[float]) -> list[tuple[float, float, np.ndarray]]:
+    """``(start, end, values)`` per env-step window; ``edges`` in millions, the run's start and end added, empty ones dropped."""
     bounds = [steps.min(), *sorted(edges), np.nextafter(steps.max(), np.inf)]
-    lines = []
+    out = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        v = values[(steps >= lo) & (steps < hi)]
-        if v.size:
-            lines.append(f"{column} {lo:.2f}-{min(hi, steps.max()):.2f}M: n {v.size}, min {v.min():.3g}, "
-                         f"median {np.median(v):.3g}, max {v.max():.3g}")
+        inside = (steps >= lo) & (steps < hi)
+        if inside.any():
+            out.append((lo, min(hi, steps.max()), values[inside]))
+    return out
+
+
+def windows(task: str, method: str, seed: int, column: str, edges: list[float],
+            above: list[float] = ()) -> list[str]:
+    """Min / median / max of one column of a committed run CSV per env-step window, and where it first exceeds values.
+
+    ``column`` is looked up as by :func:`run_column` (e.g. ``cfm_loss`` or ``return_max``); ``edges`` as by
+    :func:`window_values`.
+    """
+    steps, values = run_column(task, method, seed, column)
+    lines = [f"{column} {lo:.2f}-{hi:.2f}M: n {v.size}, min {v.min():.3g}, median {np.median(v):.3g}, max {v.max():.3g}"
+             for lo, hi, v in window_values(steps, values, edges)]
     for value in above:
         hit = np.flatnonzero(values > value)
         lines.append(f"{column} first above {value:g}: " + (f"{values[hit[0]]:.3g} @ {steps[hit[0]]:.2f}M"
