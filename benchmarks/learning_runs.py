@@ -291,6 +291,72 @@ def windows(task: str, method: str, seed: int, column: str, edges: list[float],
     return lines
 
 
+def collapse_step(steps: np.ndarray, returns: np.ndarray, fraction: float = 0.1, min_best: float = 100.0) -> float:
+    """First evaluation after a run's best from which every evaluation to the end is below ``fraction`` of that best.
+
+    NaN when there is no such point, or when the best is under ``min_best`` (a run that never learned to do
+    anything cannot collapse; on hopper-stand's ground-level returns 0-22 the ratio would be noise).
+    """
+    best = int(np.argmax(returns))
+    if returns[best] < min_best:
+        return float("nan")
+    low = returns < fraction * returns[best]
+    later = np.flatnonzero(~low[best:])  # the best itself is never low
+    start = best + later[-1] + 1
+    return float(steps[start]) if start < len(steps) else float("nan")
+
+
+def collapse_rows(runs: dict, method: str = "fpo", cfm_above: float = 10.0) -> list[str]:
+    """Table rows, per task and seed of ``method``: best evaluation, where it collapsed, and its CFM loss blow-up."""
+    rows = []
+    for task, methods in sorted(runs.items()):
+        for seed in sorted(methods.get(method, {})):
+            x, y, _ = methods[method][seed]
+            best, collapsed = int(np.argmax(y)), collapse_step(x, y)
+            if y[best] < 100:
+                verdict = "n/a (best under 100)"
+            elif np.isnan(collapsed):
+                verdict = "no"
+            else:
+                verdict = f"{collapsed / 1e6:.2f}M (then at most {y[x >= collapsed].max():.0f})"
+            try:
+                cfm_steps, cfm = run_column(task, method, int(seed.removeprefix("seed")), "cfm_loss")
+            except ValueError:
+                blow_up = "n/a"
+            else:
+                hit = np.flatnonzero(cfm > cfm_above)
+                blow_up = f"{cfm_steps[hit[0]]:.2f}M" if hit.size else f"never (max {cfm.max():.2g})"
+            rows.append(f"| {task} | {seed.removeprefix('seed')} | {y[best]:.0f} @ {x[best] / 1e6:.2f}M | "
+                        + f"{verdict} | {blow_up} |")
+    return rows
+
+
+def plot_collapse(runs: dict, path: pathlib.Path, method: str = "fpo") -> None:
+    """Eval return and CFM loss of the taken actions of every saved ``method`` run, one column per task."""
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in sorted(runs) if method in runs[t]]
+    fig, axes = plt.subplots(2, len(tasks), figsize=(3.6 * len(tasks), 5.2), sharex=True, squeeze=False)
+    for col, task in enumerate(tasks):
+        for seed, (x, y, _) in sorted(runs[task][method].items()):
+            axes[0, col].plot(x / 1e6, y, label=seed)
+            try:
+                steps, cfm = run_column(task, method, int(seed.removeprefix("seed")), "cfm_loss")
+            except ValueError:
+                continue
+            axes[1, col].semilogy(steps, cfm, lw=0.8, label=seed)
+        axes[0, col].set_title(f"{task}: {LABELS[method]}")
+        axes[1, col].set_xlabel("env steps (M)")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("eval return")
+    axes[1, 0].set_ylabel("CFM loss of taken actions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def make_table() -> None:
     import matplotlib
 
@@ -335,6 +401,14 @@ def make_table() -> None:
         fig.savefig(img / f"learning_{task}.png", dpi=110)
         plt.close(fig)
         lines += ["", f"![{task}](img/learning_{task}.png)", ""]
+    if any("fpo" in methods for methods in runs.values()):
+        lines += ["### FPO: late collapse", "",
+                  "Collapsed from: the first evaluation after the run's best from which every evaluation is below 10% "
+                  "of that best (best at least 100). CFM loss: of the taken pre-squash actions, per update "
+                  "(`train_log.csv`).", "",
+                  "| task | seed | best evaluation | collapsed from | CFM loss first above 10 |", "|---|---|---|---|---|",
+                  *collapse_rows(runs), "", "![FPO collapse](img/fpo_collapse.png)", ""]
+        plot_collapse(runs, img / "fpo_collapse.png")
     results = ROOT / "docs" / "results.md"
     text = results.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)

@@ -202,3 +202,34 @@ def test_commands_back_the_hopper_stand_seed3_numbers_in_results_md(runs):
     # the three-seed means quoted in the narrative are the table's "final" cells
     three_seed = [runs.fmt([s["final_return"] for *_, s in saved[m].values()]).removesuffix(" (n=3)") for m in methods]
     assert f"table: {three_seed[0]} and {three_seed[1]} vs {three_seed[2]} on fresh episodes" in text
+
+
+def test_collapse_step_is_where_returns_stay_below_a_tenth_of_the_best(runs):
+    """The FPO collapse column: from the first point after the best that stays low; never for a run that never learned."""
+    np = runs.np
+    steps = np.arange(8) * 1e5
+    assert runs.collapse_step(steps, np.array([0, 300, 800, 500, 70, 90, 3, 1.0])) == 6e5  # 90 >= 80: not yet
+    assert runs.collapse_step(steps, np.array([0, 300, 800, 500, 70, 60, 3, 1.0])) == 4e5
+    assert np.isnan(runs.collapse_step(steps, np.array([0, 300, 800, 500, 400, 450, 380, 420.0])))
+    assert np.isnan(runs.collapse_step(steps, np.array([0, 30, 80, 0, 0, 0, 0, 0.0])))  # best under 100
+    assert np.isnan(runs.collapse_step(steps, np.array([0, 300, 500, 600, 700, 750, 760, 800.0])))  # best is last
+
+
+def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
+    """results.md's generated FPO collapse rows agree with the committed runs and the narrative's quoted steps."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    rows = runs.collapse_rows(runs.load_runs())
+    assert rows and all(row in text for row in rows)
+    finger = [row for row in rows if row.startswith("| finger-spin |")]
+    assert finger == ["| finger-spin | 1 | 811 @ 2.06M | 2.38M (then at most 57) | 2.29M |",
+                      "| finger-spin | 2 | 808 @ 1.74M | 2.06M (then at most 40) | 1.90M |",
+                      "| finger-spin | 3 | 884 @ 2.06M | 2.38M (then at most 55) | 2.27M |"]
+    assert all("| no |" in row or "n/a (best under 100)" in row for row in rows if not row.startswith("| finger-spin"))
+    # the narrative's lead of the CFM blow-up over the collapse, from the same two quantities
+    saved = runs.load_runs()["finger-spin"]["fpo"]
+    leads = []
+    for seed, (x, y, _) in saved.items():
+        steps, cfm = runs.run_column("finger-spin", "fpo", int(seed.removeprefix("seed")), "cfm_loss")
+        leads.append(runs.collapse_step(x, y) / 1e6 - steps[runs.np.flatnonzero(cfm > 10)[0]])
+    assert (f"the CFM loss passes 10 between {min(leads):.2f}M and {max(leads):.2f}M env steps before"
+            in " ".join(text.split()))
