@@ -225,6 +225,8 @@ def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
                       "| finger-spin | 2 | 808 @ 1.74M | 2.06M (then at most 40) | 1.90M |",
                       "| finger-spin | 3 | 884 @ 2.06M | 2.38M (then at most 55) | 2.27M |"]
     assert all("| no |" in row or "n/a (best under 100)" in row for row in rows if not row.startswith("| finger-spin"))
+    steps = [runs.collapse_step(x, y) / 1e6 for x, y, _ in runs.load_runs()["finger-spin"]["fpo"].values()]
+    assert f"all three seeds (from {min(steps):.2f}-{max(steps):.2f}M env steps), not on cheetah-run" in " ".join(text.split())
     # the narrative's lead of the CFM blow-up over the collapse, from the same two quantities
     saved = runs.load_runs()["finger-spin"]["fpo"]
     leads = []
@@ -233,3 +235,50 @@ def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
         leads.append(runs.collapse_step(x, y) / 1e6 - steps[runs.np.flatnonzero(cfm > 10)[0]])
     assert (f"the CFM loss passes 10 between {min(leads):.2f}M and {max(leads):.2f}M env steps before"
             in " ".join(text.split()))
+
+
+def _fresh(summary: dict) -> str:
+    return f"{summary['final_return']:.0f} ± {summary['final_return_std']:.0f}"
+
+
+def test_commands_back_the_three_seed_fpo_and_two_seed_dppo_numbers_in_results_md(runs):
+    """cheetah-run and hopper-stand FPO (seeds 1-3) and finger-spin DPPO (seeds 1-2) quotes are what the runs hold."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    saved = runs.load_runs()
+    np = runs.np
+
+    def best(task, method, seed):
+        return max(r for points in runs.stage_points(task, method)[f"seed{seed}"].values() for _, r in points)
+
+    cheetah = saved["cheetah-run"]["fpo"]
+    finals = " / ".join(f"{cheetah[f'seed{k}'][2]['final_return']:.0f}" for k in (1, 2, 3))
+    mean = runs.fmt([s["final_return"] for *_, s in cheetah.values()]).removesuffix(" (n=3)")
+    assert f"FPO {finals} ({mean})" in text
+    assert "FPO " + " / ".join(f"{best('cheetah-run', 'fpo', k):.0f}" for k in (1, 2, 3)) + "." in text
+    cfm = runs.run_column("cheetah-run", "fpo", 3, "cfm_loss")[1]
+    clip = runs.run_column("cheetah-run", "fpo", 3, "clip_fraction")[1]
+    kl = runs.run_column("cheetah-run", "fpo", 3, "kl_approx")[1]
+    assert (f"stays at {cfm.min():.2f}-{cfm.max():.2f} over the whole run, clip fraction at most {clip.max():.2f}, "
+            f"approximate KL at most {kl.max():.2f}") in text
+
+    hopper = saved["hopper-stand"]["fpo"]
+    assert "Best evaluations " + " / ".join(f"{best('hopper-stand', 'fpo', k):.0f}" for k in (1, 2, 3)) in text
+    fresh = " / ".join(_fresh(hopper[f"seed{k}"][2]) for k in (1, 2, 3))
+    table = runs.fmt([s["final_return"] for *_, s in hopper.values()]).removesuffix(" (n=3)")
+    assert f"fresh final evaluations {fresh} (table: {table})" in text
+    maxima = [episode_max_windows(runs, "fpo", k)[1][2].max() for k in (2, 3)]
+    assert f"at most {maxima[0]:.0f} (seed 2) and {maxima[1]:.0f} (seed 3) after 1.0M" in text
+    ranges = [runs.run_column("hopper-stand", "fpo", k, "cfm_loss")[1] for k in (2, 3)]
+    assert "stay at {:.2f}-{:.2f} and {:.2f}-{:.2f}".format(*(f(r) for r in ranges for f in (np.min, np.max))) in text
+
+    dppo = saved["finger-spin"]["dppo"]
+    early = [runs.window_values(*runs.run_column("finger-spin", "dppo", k, "return_mean"), [2.23])[0][2].max()
+             for k in (1, 2)]
+    assert f"at most {early[0]:.0f} (seed 1) and {early[1]:.0f} (seed 2) up to 2.22M" in text
+    peaks = [max(runs.stage_points("finger-spin", "dppo")[f"seed{k}"][0], key=lambda p: p[1]) for k in (1, 2)]
+    assert round(peaks[0][1]) == round(peaks[1][1])  # the text quotes one best for both seeds
+    assert f"a best of {peaks[0][1]:.0f} (seed 1 at {peaks[0][0]:.2f}M, seed 2 at {peaks[1][0]:.2f}M)" in text
+    two_seed = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=2)")
+    assert f"{_fresh(dppo['seed1'][2])} and {_fresh(dppo['seed2'][2])} ({two_seed} over the two seeds)" in text
+    late = [r for step, r in runs.stage_points("finger-spin", "dppo")["seed2"][0] if 2.5 < step < 3.02]
+    assert " / ".join(f"{r:.0f}" for r in late) + " from 2.54M to 3.02M" in text
