@@ -55,6 +55,10 @@ PAPER = {
 }
 PAPER_STEPS = ("15M", "30M", "60M", "180M")
 TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"
+# FPO late collapse: returns stay under this fraction of the run's best (a best of at least COLLAPSE_MIN_BEST), and
+# the CFM loss of the taken actions that marks the blow-up (at most 3.1 in every saved run outside a collapse;
+# baselines.md §1.7)
+COLLAPSE_FRACTION, COLLAPSE_MIN_BEST, CFM_BLOW_UP = 0.1, 100.0, 10.0
 
 
 def run_dir_of(task: str, method: str, seed: int) -> pathlib.Path:
@@ -291,12 +295,15 @@ def windows(task: str, method: str, seed: int, column: str, edges: list[float],
     return lines
 
 
-def collapse_step(steps: np.ndarray, returns: np.ndarray, fraction: float = 0.1, min_best: float = 100.0) -> float:
+def collapse_step(steps: np.ndarray, returns: np.ndarray, fraction: float = COLLAPSE_FRACTION,
+                  min_best: float = COLLAPSE_MIN_BEST) -> float:
     """First evaluation after a run's best from which every evaluation to the end is below ``fraction`` of that best.
 
     NaN when there is no such point, or when the best is under ``min_best`` (a run that never learned to do
     anything cannot collapse; on hopper-stand's ground-level returns 0-22 the ratio would be noise).
     """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     best = int(np.argmax(returns))
     if returns[best] < min_best:
         return float("nan")
@@ -306,15 +313,15 @@ def collapse_step(steps: np.ndarray, returns: np.ndarray, fraction: float = 0.1,
     return float(steps[start]) if start < len(steps) else float("nan")
 
 
-def collapse_rows(runs: dict, method: str = "fpo", cfm_above: float = 10.0) -> list[str]:
+def collapse_rows(runs: dict, method: str = "fpo") -> list[str]:
     """Table rows, per task and seed of ``method``: best evaluation, where it collapsed, and its CFM loss blow-up."""
     rows = []
     for task, methods in sorted(runs.items()):
         for seed in sorted(methods.get(method, {})):
             x, y, _ = methods[method][seed]
             best, collapsed = int(np.argmax(y)), collapse_step(x, y)
-            if y[best] < 100:
-                verdict = "n/a (best under 100)"
+            if y[best] < COLLAPSE_MIN_BEST:
+                verdict = f"n/a (best under {COLLAPSE_MIN_BEST:g})"
             elif np.isnan(collapsed):
                 verdict = "no"
             else:
@@ -324,7 +331,7 @@ def collapse_rows(runs: dict, method: str = "fpo", cfm_above: float = 10.0) -> l
             except ValueError:
                 blow_up = "n/a"
             else:
-                hit = np.flatnonzero(cfm > cfm_above)
+                hit = np.flatnonzero(cfm > CFM_BLOW_UP)
                 blow_up = f"{cfm_steps[hit[0]]:.2f}M" if hit.size else f"never (max {cfm.max():.2g})"
             rows.append(f"| {task} | {seed.removeprefix('seed')} | {y[best]:.0f} @ {x[best] / 1e6:.2f}M | "
                         + f"{verdict} | {blow_up} |")
@@ -403,10 +410,11 @@ def make_table() -> None:
         lines += ["", f"![{task}](img/learning_{task}.png)", ""]
     if any("fpo" in methods for methods in runs.values()):
         lines += ["### FPO: late collapse", "",
-                  "Collapsed from: the first evaluation after the run's best from which every evaluation is below 10% "
-                  "of that best (best at least 100). CFM loss: of the taken pre-squash actions, per update "
-                  "(`train_log.csv`).", "",
-                  "| task | seed | best evaluation | collapsed from | CFM loss first above 10 |", "|---|---|---|---|---|",
+                  "Collapsed from: the first evaluation after the run's best from which every evaluation is below "
+                  f"{COLLAPSE_FRACTION:.0%} of that best (best at least {COLLAPSE_MIN_BEST:g}). CFM loss: of the taken "
+                  "pre-squash actions, per update (`train_log.csv`).", "",
+                  f"| task | seed | best evaluation | collapsed from | CFM loss first above {CFM_BLOW_UP:g} |",
+                  "|---|---|---|---|---|",
                   *collapse_rows(runs), "", "![FPO collapse](img/fpo_collapse.png)", ""]
         plot_collapse(runs, img / "fpo_collapse.png")
     results = ROOT / "docs" / "results.md"

@@ -213,6 +213,8 @@ def test_collapse_step_is_where_returns_stay_below_a_tenth_of_the_best(runs):
     assert np.isnan(runs.collapse_step(steps, np.array([0, 300, 800, 500, 400, 450, 380, 420.0])))
     assert np.isnan(runs.collapse_step(steps, np.array([0, 30, 80, 0, 0, 0, 0, 0.0])))  # best under 100
     assert np.isnan(runs.collapse_step(steps, np.array([0, 300, 500, 600, 700, 750, 760, 800.0])))  # best is last
+    with pytest.raises(ValueError, match="fraction must be in \\(0, 1\\), got 1.5"):
+        runs.collapse_step(steps, np.zeros(8), fraction=1.5)
 
 
 def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
