@@ -268,7 +268,10 @@ def run_column(task: str, method: str, seed: int, column: str) -> tuple[np.ndarr
 
 
 def window_values(steps: np.ndarray, values: np.ndarray, edges: list[float]) -> list[tuple[float, float, np.ndarray]]:
-    """``(start, end, values)`` per env-step window; ``edges`` in millions, the run's start and end added, empty ones dropped."""
+    """``(start, end, values)`` per env-step window.
+
+    ``edges`` are in millions of env steps; the run's start and end are added and empty windows dropped.
+    """
     bounds = [steps.min(), *sorted(edges), np.nextafter(steps.max(), np.inf)]
     out = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -276,6 +279,20 @@ def window_values(steps: np.ndarray, values: np.ndarray, edges: list[float]) -> 
         if inside.any():
             out.append((lo, min(hi, steps.max()), values[inside]))
     return out
+
+
+def first_above(values: np.ndarray, threshold: float) -> int | None:
+    """Index of the first value above ``threshold``, or None."""
+    hit = np.flatnonzero(values > threshold)
+    return int(hit[0]) if hit.size else None
+
+
+def saved_cfm_loss(task: str, method: str, seed: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``run_column(..., "cfm_loss")`` for a ``load_runs`` seed key (``"seed2"``); None for a run without the log."""
+    try:
+        return run_column(task, method, int(seed.removeprefix("seed")), "cfm_loss")
+    except ValueError:
+        return None
 
 
 def windows(task: str, method: str, seed: int, column: str, edges: list[float],
@@ -289,9 +306,9 @@ def windows(task: str, method: str, seed: int, column: str, edges: list[float],
     lines = [f"{column} {lo:.2f}-{hi:.2f}M: n {v.size}, min {v.min():.3g}, median {np.median(v):.3g}, max {v.max():.3g}"
              for lo, hi, v in window_values(steps, values, edges)]
     for value in above:
-        hit = np.flatnonzero(values > value)
-        lines.append(f"{column} first above {value:g}: " + (f"{values[hit[0]]:.3g} @ {steps[hit[0]]:.2f}M"
-                                                            if hit.size else "never"))
+        hit = first_above(values, value)
+        lines.append(f"{column} first above {value:g}: "
+                     + (f"{values[hit]:.3g} @ {steps[hit]:.2f}M" if hit is not None else "never"))
     return lines
 
 
@@ -326,13 +343,12 @@ def collapse_rows(runs: dict, method: str = "fpo") -> list[str]:
                 verdict = "no"
             else:
                 verdict = f"{collapsed / 1e6:.2f}M (then at most {y[x >= collapsed].max():.0f})"
-            try:
-                cfm_steps, cfm = run_column(task, method, int(seed.removeprefix("seed")), "cfm_loss")
-            except ValueError:
+            log = saved_cfm_loss(task, method, seed)
+            if log is None:
                 blow_up = "n/a"
             else:
-                hit = np.flatnonzero(cfm > CFM_BLOW_UP)
-                blow_up = f"{cfm_steps[hit[0]]:.2f}M" if hit.size else f"never (max {cfm.max():.2g})"
+                hit = first_above(log[1], CFM_BLOW_UP)
+                blow_up = f"{log[0][hit]:.2f}M" if hit is not None else f"never (max {log[1].max():.2g})"
             rows.append(f"| {task} | {seed.removeprefix('seed')} | {y[best]:.0f} @ {x[best] / 1e6:.2f}M | "
                         + f"{verdict} | {blow_up} |")
     return rows
@@ -347,11 +363,9 @@ def plot_collapse(runs: dict, path: pathlib.Path, method: str = "fpo") -> None:
     for col, task in enumerate(tasks):
         for seed, (x, y, _) in sorted(runs[task][method].items()):
             axes[0, col].plot(x / 1e6, y, label=seed)
-            try:
-                steps, cfm = run_column(task, method, int(seed.removeprefix("seed")), "cfm_loss")
-            except ValueError:
-                continue
-            axes[1, col].semilogy(steps, cfm, lw=0.8, label=seed)
+            log = saved_cfm_loss(task, method, seed)
+            if log is not None:
+                axes[1, col].semilogy(*log, lw=0.8, label=seed)
         axes[0, col].set_title(f"{task}: {LABELS[method]}")
         axes[1, col].set_xlabel("env steps (M)")
         for ax in axes[:, col]:

@@ -233,8 +233,8 @@ def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
     saved = runs.load_runs()["finger-spin"]["fpo"]
     leads = []
     for seed, (x, y, _) in saved.items():
-        steps, cfm = runs.run_column("finger-spin", "fpo", int(seed.removeprefix("seed")), "cfm_loss")
-        leads.append(runs.collapse_step(x, y) / 1e6 - steps[runs.np.flatnonzero(cfm > 10)[0]])
+        steps, cfm = runs.saved_cfm_loss("finger-spin", "fpo", seed)
+        leads.append(runs.collapse_step(x, y) / 1e6 - steps[runs.first_above(cfm, runs.CFM_BLOW_UP)])
     assert (f"the CFM loss passes 10 between {min(leads):.2f}M and {max(leads):.2f}M env steps before"
             in " ".join(text.split()))
 
@@ -284,3 +284,34 @@ def test_commands_back_the_three_seed_fpo_and_two_seed_dppo_numbers_in_results_m
     assert f"{_fresh(dppo['seed1'][2])} and {_fresh(dppo['seed2'][2])} ({two_seed} over the two seeds)" in text
     late = [r for step, r in runs.stage_points("finger-spin", "dppo")["seed2"][0] if 2.5 < step < 3.02]
     assert " / ".join(f"{r:.0f}" for r in late) + " from 2.54M to 3.02M" in text
+
+
+def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
+    """Wall-clock minutes, cheetah-run FPO's in-training numbers, the cross-method order and the runs left."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    saved = runs.load_runs()
+    minutes = {key: round(saved[task][method][seed][2]["wall_time_s"] / 60) for key, (task, method, seed) in {
+        "cheetah": ("cheetah-run", "fpo", "seed3"), "hopper2": ("hopper-stand", "fpo", "seed2"),
+        "hopper3": ("hopper-stand", "fpo", "seed3"), "dppo": ("finger-spin", "dppo", "seed2")}.items()}
+    assert f"four at a time ({minutes['cheetah']} minutes)" in text
+    assert f"cheetah-run FPO seed 3 ({minutes['hopper2']} / {minutes['hopper3']} minutes)" in text
+    assert f"this batch ({minutes['dppo']} minutes)" in text
+    cheetah = saved["cheetah-run"]
+    fpo = cheetah["fpo"]
+    assert f"({runs.columns(fpo, [runs.column_budget(cheetah) / 4])[0].removesuffix(' (n=3)')} at 0.76M" in text
+    last = " / ".join(f"{fpo[f'seed{k}'][1][-1]:.0f}" for k in (1, 2, 3))
+    finals = " / ".join(f"{fpo[f'seed{k}'][2]['final_return']:.0f}" for k in (1, 2, 3))
+    assert f"ends at {last} in training" in text and f"{finals} on fresh episodes" in text
+    x3, y3, _ = fpo["seed3"]
+    with open(runs.RESULTS / "cheetah-run" / "fpo" / "seed3" / "eval.csv") as f:
+        worst = float(list(runs.csv.DictReader(f))[-1]["return_min"])
+    assert f"seed 3: {y3[-2]:.0f} at {x3[-2] / 1e6:.3f}M, {y3[-1]:.0f} after the last update" in text
+    assert f"one of its 8 episodes at {worst:.0f}" in text
+    # "Every FPO seed is above every GoRL (flow) seed, but not above the best GoRL (diffusion) and Gaussian PPO seeds."
+    fresh = {m: [s["final_return"] for *_, s in cheetah[m].values()] for m in ("fpo", "gorl_flow", "gorl_diffusion",
+                                                                                   "ppo_gaussian")}
+    assert min(fresh["fpo"]) > max(fresh["gorl_flow"])
+    assert max(fresh["fpo"]) < max(fresh["gorl_diffusion"]) and max(fresh["fpo"]) < max(fresh["ppo_gaussian"])
+    assert "Every FPO seed is above every GoRL (flow) seed, but not above the best" in text
+    left = 3 * 3 - sum(len(saved[task].get("dppo", {})) for task in ("cheetah-run", "finger-spin", "hopper-stand"))
+    assert f"({['no', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][left]} runs left)" in text
