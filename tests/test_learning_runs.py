@@ -243,8 +243,8 @@ def _fresh(summary: dict) -> str:
     return f"{summary['final_return']:.0f} ± {summary['final_return_std']:.0f}"
 
 
-def test_commands_back_the_three_seed_fpo_and_two_seed_dppo_numbers_in_results_md(runs):
-    """cheetah-run and hopper-stand FPO (seeds 1-3) and finger-spin DPPO (seeds 1-2) quotes are what the runs hold."""
+def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
+    """cheetah-run and hopper-stand FPO and finger-spin and hopper-stand DPPO (seeds 1-3) quotes are what the runs hold."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
     saved = runs.load_runs()
     np = runs.np
@@ -275,15 +275,39 @@ def test_commands_back_the_three_seed_fpo_and_two_seed_dppo_numbers_in_results_m
 
     dppo = saved["finger-spin"]["dppo"]
     early = [runs.window_values(*runs.run_column("finger-spin", "dppo", k, "return_mean"), [2.23])[0][2].max()
-             for k in (1, 2)]
-    assert f"at most {early[0]:.0f} (seed 1) and {early[1]:.0f} (seed 2) up to 2.22M" in text
-    peaks = [max(runs.stage_points("finger-spin", "dppo")[f"seed{k}"][0], key=lambda p: p[1]) for k in (1, 2)]
-    assert round(peaks[0][1]) == round(peaks[1][1])  # the text quotes one best for both seeds
-    assert f"a best of {peaks[0][1]:.0f} (seed 1 at {peaks[0][0]:.2f}M, seed 2 at {peaks[1][0]:.2f}M)" in text
-    two_seed = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=2)")
-    assert f"{_fresh(dppo['seed1'][2])} and {_fresh(dppo['seed2'][2])} ({two_seed} over the two seeds)" in text
-    late = [r for step, r in runs.stage_points("finger-spin", "dppo")["seed2"][0] if 2.5 < step < 3.02]
-    assert " / ".join(f"{r:.0f}" for r in late) + " from 2.54M to 3.02M" in text
+             for k in (1, 2, 3)]
+    assert f"at most {early[0]:.0f} (seed 1), {early[1]:.0f} (seed 2) and {early[2]:.0f} (seed 3) up to 2.22M" in text
+    points = runs.stage_points("finger-spin", "dppo")
+    peaks = [max(points[f"seed{k}"][0], key=lambda p: p[1]) for k in (1, 2, 3)]
+    assert round(peaks[0][1]) == round(peaks[1][1])  # the text quotes one best for seeds 1 and 2
+    assert (f"a best of {peaks[0][1]:.0f} (seed 1 at {peaks[0][0]:.2f}M, seed 2 at {peaks[1][0]:.2f}M) and "
+            f"{peaks[2][1]:.0f} (seed 3 at {peaks[2][0]:.2f}M)") in text
+    three_seed = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=3)")
+    fresh = ", ".join(_fresh(dppo[f"seed{k}"][2]) for k in (1, 2)) + f" and {_fresh(dppo['seed3'][2])}"
+    assert f"fresh final evaluations {fresh} ({three_seed} over the three seeds)" in text
+    for seed, start, end in ((2, 2.5, "2.54M"), (3, 2.3, "2.38M")):
+        late = [r for step, r in points[f"seed{seed}"][0] if start < step < 3.02]
+        assert all(b > a for a, b in zip(late, late[1:]))  # "still rising at the end"
+        assert f"seed {seed}: " + " / ".join(f"{r:.0f}" for r in late) + f" from {end} to 3.02M" in text
+    seed1 = [r for step, r in points["seed1"][0] if peaks[0][0] <= step < 3.02]
+    assert seed1[-1] < seed1[0]  # "seed 1 is not"
+    assert "seed 1 is not (" + " / ".join(f"{r:.0f}" for r in seed1) + f" from {peaks[0][0]:.2f}M)" in text
+    # "All three end far below GoRL and Gaussian PPO; at 3.02M only the collapsed FPO evaluates lower."
+    finger = saved["finger-spin"]
+    last = {m: max(y[-1] for _, y, _ in finger[m].values()) for m in ("dppo", "fpo")}
+    lowest_other = min(y[-1] for m in ("gorl_flow", "gorl_diffusion", "ppo_gaussian") for _, y, _ in finger[m].values())
+    assert 2 * last["dppo"] < lowest_other and last["fpo"] < min(y[-1] for _, y, _ in dppo.values())
+    assert "All three end far below GoRL and Gaussian PPO; at 3.02M only the collapsed FPO evaluates lower." in text
+
+    hopper = saved["hopper-stand"]["dppo"]
+    assert "Best evaluations " + " / ".join(f"{best('hopper-stand', 'dppo', k):.0f}" for k in (1, 2, 3)) + " (seeds" in text
+    fresh = " / ".join(_fresh(hopper[f"seed{k}"][2]) for k in (1, 2, 3))
+    table = runs.fmt([s["final_return"] for *_, s in hopper.values()]).removesuffix(" (n=3)")
+    maxima = " / ".join(f"{episode_max_windows(runs, 'dppo', k)[1][2].max():.0f}" for k in (1, 2, 3))
+    assert f"fresh final evaluations {fresh} (table: {table}), single episodes at most {maxima} after 1.0M" in text
+    means = {m: np.mean([s["final_return"] for *_, s in runs_.values()])
+             for m, runs_ in saved["hopper-stand"].items()}
+    assert min(means, key=means.get) == "dppo"  # "the lowest fresh mean of the five methods"
 
 
 def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
@@ -292,10 +316,15 @@ def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
     saved = runs.load_runs()
     minutes = {key: round(saved[task][method][seed][2]["wall_time_s"] / 60) for key, (task, method, seed) in {
         "cheetah": ("cheetah-run", "fpo", "seed3"), "hopper2": ("hopper-stand", "fpo", "seed2"),
-        "hopper3": ("hopper-stand", "fpo", "seed3"), "dppo": ("finger-spin", "dppo", "seed2")}.items()}
+        "hopper3": ("hopper-stand", "fpo", "seed3"), "dppo": ("finger-spin", "dppo", "seed2"),
+        "dppo_finger3": ("finger-spin", "dppo", "seed3"), "dppo_hopper2": ("hopper-stand", "dppo", "seed2"),
+        "dppo_hopper3": ("hopper-stand", "dppo", "seed3")}.items()}
     assert f"four at a time ({minutes['cheetah']} minutes)" in text
     assert f"cheetah-run FPO seed 3 ({minutes['hopper2']} / {minutes['hopper3']} minutes)" in text
     assert f"this batch ({minutes['dppo']} minutes)" in text
+    assert f"DPPO seed 3 with hopper-stand DPPO seeds 2-3, three at a time ({minutes['dppo_finger3']} minutes)" in text
+    assert (f"DPPO seeds 2-3 with finger-spin DPPO seed 3 ({minutes['dppo_hopper2']} / {minutes['dppo_hopper3']} "
+            "minutes)") in text
     cheetah = saved["cheetah-run"]
     fpo = cheetah["fpo"]
     assert f"({runs.columns(fpo, [runs.column_budget(cheetah) / 4])[0].removesuffix(' (n=3)')} at 0.76M" in text
