@@ -310,6 +310,36 @@ def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
     assert min(means, key=means.get) == "dppo"  # "the lowest fresh mean of the five methods"
 
 
+def test_commands_back_the_cheetah_run_dppo_numbers_in_results_md(runs):
+    """cheetah-run DPPO (seeds 1-3): fresh finals, bests, swings and late trends are what the saved runs hold."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    cheetah = runs.load_runs()["cheetah-run"]
+    dppo = cheetah["dppo"]
+    fresh = " / ".join(_fresh(dppo[f"seed{k}"][2]) for k in (1, 2, 3))
+    table = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=3)")
+    assert f"Fresh final evaluations {fresh} (seeds 1 / 2 / 3; table: {table})" in text
+    means = {m: runs.np.mean([s["final_return"] for *_, s in seeds.values()]) for m, seeds in cheetah.items()}
+    others = [v for m, v in means.items() if m != "dppo"]
+    share = sorted(round(100 * means["dppo"] / v) for v in others)
+    assert f"{share[0]}-{share[-1]}% of the other rows' means ({min(others):.0f}-{max(others):.0f})" in text
+    assert all(max(s["final_return"] for *_, s in dppo.values()) < min(s["final_return"] for *_, s in seeds.values())
+               for m, seeds in cheetah.items() if m != "dppo")  # "ends lowest in every seed"
+    points = {k: runs.stage_points("cheetah-run", "dppo")[f"seed{k}"][0] for k in (1, 2, 3)}
+    peaks = {k: max(points[k], key=lambda p: p[1]) for k in (1, 2, 3)}
+    assert ("best evaluations {:.0f} (seed 1 at {:.2f}M), {:.0f} (seed 2 at {:.2f}M) and {:.0f} (seed 3 at {:.2f}M)"
+            .format(*(v for k in (1, 2, 3) for v in peaks[k][::-1]))) in text
+    (s0, r0), (s1, r1) = [p for p in points[1] if 1.0 < p[0] < 1.3]
+    assert f"(seed 1: {r0:.0f} at {s0:.2f}M, {r1:.0f} at {s1:.2f}M)" in text
+    tails = {k: [r for step, r in points[k] if 2.6 < step < 3.02] for k in (1, 2, 3)}
+    assert all(b > a for a, b in zip(tails[1], tails[1][1:])) and tails[2][-1] < tails[2][-2]
+    assert tails[3][-1] < tails[3][-2]  # "only seed 1 is rising at the end"
+    assert "(" + " / ".join(f"{r:.0f}" for r in tails[1]) + " from 2.70M to 3.02M;" in text
+    assert (f"seed 2 ends at {tails[2][-1]:.0f} after {tails[2][-2]:.0f}, seed 3 at {tails[3][-1]:.0f} after "
+            f"{tails[3][-2]:.0f})") in text
+    minutes = " / ".join(f"{round(dppo[f'seed{k}'][2]['wall_time_s'] / 60)}" for k in (1, 2, 3))
+    assert f"DPPO seeds 1-3, three at a time ({minutes} minutes)" in text
+
+
 def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
     """Wall-clock minutes, cheetah-run FPO's in-training numbers, the cross-method order and the runs left."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
