@@ -181,6 +181,20 @@ def test_windows_command_backs_fpo_seed3_collapse_numbers(runs):
         runs.windows("finger-spin", "fpo", 3, "nope", [])
 
 
+def _fresh(summary: dict) -> str:
+    """A run's fresh final evaluation as results.md quotes it."""
+    return f"{summary['final_return']:.0f} ± {summary['final_return_std']:.0f}"
+
+
+def _three_seed(runs, seeds: dict) -> str:
+    """The table's "final" cell of a three-seed row, without its "(n=3)" (a row of another size does not match)."""
+    return runs.fmt([s["final_return"] for *_, s in seeds.values()]).removesuffix(" (n=3)")
+
+
+def _minutes(summary: dict) -> int:
+    return round(summary["wall_time_s"] / 60)
+
+
 def episode_max_windows(runs, method: str, seed: int) -> list:
     """hopper-stand's best single evaluation episodes before and after 1.0M env steps, as `windows ... --edges 1.0`."""
     return runs.window_values(*runs.run_column("hopper-stand", method, seed, "return_max"), [1.0])
@@ -194,13 +208,13 @@ def test_commands_back_the_hopper_stand_seed3_numbers_in_results_md(runs):
     bests = [max(r for points in runs.stage_points("hopper-stand", m)["seed3"].values() for _, r in points)
              for m in methods]
     maxima = [episode_max_windows(runs, m, 3)[1][2].max() for m in methods]
-    finals = [f"{s['final_return']:.0f} ± {s['final_return_std']:.0f}" for s in (saved[m]["seed3"][2] for m in methods)]
+    finals = [_fresh(saved[m]["seed3"][2]) for m in methods]
     assert "best evaluations " + " / ".join(f"{b:.0f}" for b in bests) in text
     assert "single episodes at most " + " / ".join(f"{v:.0f}" for v in maxima) + " after 1.0M" in text
     assert (f"Fresh final evaluations {finals[0]} (GoRL flow), {finals[1]} (GoRL diffusion), {finals[2]} (Gaussian PPO)"
             in text)
     # the three-seed means quoted in the narrative are the table's "final" cells
-    three_seed = [runs.fmt([s["final_return"] for *_, s in saved[m].values()]).removesuffix(" (n=3)") for m in methods]
+    three_seed = [_three_seed(runs, saved[m]) for m in methods]
     assert f"table: {three_seed[0]} and {three_seed[1]} vs {three_seed[2]} on fresh episodes" in text
 
 
@@ -239,10 +253,6 @@ def test_fpo_collapse_table_matches_the_finger_spin_narrative(runs):
             in " ".join(text.split()))
 
 
-def _fresh(summary: dict) -> str:
-    return f"{summary['final_return']:.0f} ± {summary['final_return_std']:.0f}"
-
-
 def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
     """cheetah-run and hopper-stand FPO and finger-spin and hopper-stand DPPO (seeds 1-3) quotes are what the runs hold."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
@@ -254,7 +264,7 @@ def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
 
     cheetah = saved["cheetah-run"]["fpo"]
     finals = " / ".join(f"{cheetah[f'seed{k}'][2]['final_return']:.0f}" for k in (1, 2, 3))
-    mean = runs.fmt([s["final_return"] for *_, s in cheetah.values()]).removesuffix(" (n=3)")
+    mean = _three_seed(runs, cheetah)
     assert f"FPO {finals} ({mean})" in text
     assert "FPO " + " / ".join(f"{best('cheetah-run', 'fpo', k):.0f}" for k in (1, 2, 3)) + "." in text
     cfm = runs.run_column("cheetah-run", "fpo", 3, "cfm_loss")[1]
@@ -266,7 +276,7 @@ def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
     hopper = saved["hopper-stand"]["fpo"]
     assert "Best evaluations " + " / ".join(f"{best('hopper-stand', 'fpo', k):.0f}" for k in (1, 2, 3)) in text
     fresh = " / ".join(_fresh(hopper[f"seed{k}"][2]) for k in (1, 2, 3))
-    table = runs.fmt([s["final_return"] for *_, s in hopper.values()]).removesuffix(" (n=3)")
+    table = _three_seed(runs, hopper)
     assert f"fresh final evaluations {fresh} (table: {table})" in text
     maxima = [episode_max_windows(runs, "fpo", k)[1][2].max() for k in (2, 3)]
     assert f"at most {maxima[0]:.0f} (seed 2) and {maxima[1]:.0f} (seed 3) after 1.0M" in text
@@ -282,7 +292,7 @@ def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
     assert round(peaks[0][1]) == round(peaks[1][1])  # the text quotes one best for seeds 1 and 2
     assert (f"a best of {peaks[0][1]:.0f} (seed 1 at {peaks[0][0]:.2f}M, seed 2 at {peaks[1][0]:.2f}M) and "
             f"{peaks[2][1]:.0f} (seed 3 at {peaks[2][0]:.2f}M)") in text
-    three_seed = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=3)")
+    three_seed = _three_seed(runs, dppo)
     fresh = ", ".join(_fresh(dppo[f"seed{k}"][2]) for k in (1, 2)) + f" and {_fresh(dppo['seed3'][2])}"
     assert f"fresh final evaluations {fresh} ({three_seed} over the three seeds)" in text
     for seed, start, end in ((2, 2.5, "2.54M"), (3, 2.3, "2.38M")):
@@ -302,12 +312,14 @@ def test_commands_back_the_three_seed_fpo_and_dppo_numbers_in_results_md(runs):
     hopper = saved["hopper-stand"]["dppo"]
     assert "Best evaluations " + " / ".join(f"{best('hopper-stand', 'dppo', k):.0f}" for k in (1, 2, 3)) + " (seeds" in text
     fresh = " / ".join(_fresh(hopper[f"seed{k}"][2]) for k in (1, 2, 3))
-    table = runs.fmt([s["final_return"] for *_, s in hopper.values()]).removesuffix(" (n=3)")
+    table = _three_seed(runs, hopper)
     maxima = " / ".join(f"{episode_max_windows(runs, 'dppo', k)[1][2].max():.0f}" for k in (1, 2, 3))
     assert f"fresh final evaluations {fresh} (table: {table}), single episodes at most {maxima} after 1.0M" in text
-    means = {m: np.mean([s["final_return"] for *_, s in runs_.values()])
-             for m, runs_ in saved["hopper-stand"].items()}
+    means = {m: np.mean([s["final_return"] for *_, s in seeds.values()]) for m, seeds in saved["hopper-stand"].items()}
     assert min(means, key=means.get) == "dppo"  # "the lowest fresh mean of the five methods"
+    assert set(runs.PAPER["hopper-stand"]["dppo"]) == {0}
+    assert "the paper's DPPO stays at 0 on this task up to 180M" in text
+    assert f"slow start on this task ({runs.PAPER['finger-spin']['dppo'][0]} at 15M)" in text
 
 
 def test_commands_back_the_cheetah_run_dppo_numbers_in_results_md(runs):
@@ -316,7 +328,7 @@ def test_commands_back_the_cheetah_run_dppo_numbers_in_results_md(runs):
     cheetah = runs.load_runs()["cheetah-run"]
     dppo = cheetah["dppo"]
     fresh = " / ".join(_fresh(dppo[f"seed{k}"][2]) for k in (1, 2, 3))
-    table = runs.fmt([s["final_return"] for *_, s in dppo.values()]).removesuffix(" (n=3)")
+    table = _three_seed(runs, dppo)
     assert f"Fresh final evaluations {fresh} (seeds 1 / 2 / 3; table: {table})" in text
     means = {m: runs.np.mean([s["final_return"] for *_, s in seeds.values()]) for m, seeds in cheetah.items()}
     others = [v for m, v in means.items() if m != "dppo"]
@@ -329,6 +341,7 @@ def test_commands_back_the_cheetah_run_dppo_numbers_in_results_md(runs):
     assert ("best evaluations {:.0f} (seed 1 at {:.2f}M), {:.0f} (seed 2 at {:.2f}M) and {:.0f} (seed 3 at {:.2f}M)"
             .format(*(v for k in (1, 2, 3) for v in peaks[k][::-1]))) in text
     (s0, r0), (s1, r1) = [p for p in points[1] if 1.0 < p[0] < 1.3]
+    assert r0 > 4 * r1  # "swing widely between neighbouring points"
     assert f"(seed 1: {r0:.0f} at {s0:.2f}M, {r1:.0f} at {s1:.2f}M)" in text
     tails = {k: [r for step, r in points[k] if 2.6 < step < 3.02] for k in (1, 2, 3)}
     assert all(b > a for a, b in zip(tails[1], tails[1][1:])) and tails[2][-1] < tails[2][-2]
@@ -336,7 +349,8 @@ def test_commands_back_the_cheetah_run_dppo_numbers_in_results_md(runs):
     assert "(" + " / ".join(f"{r:.0f}" for r in tails[1]) + " from 2.70M to 3.02M;" in text
     assert (f"seed 2 ends at {tails[2][-1]:.0f} after {tails[2][-2]:.0f}, seed 3 at {tails[3][-1]:.0f} after "
             f"{tails[3][-2]:.0f})") in text
-    minutes = " / ".join(f"{round(dppo[f'seed{k}'][2]['wall_time_s'] / 60)}" for k in (1, 2, 3))
+    assert f"({runs.PAPER['cheetah-run']['dppo'][0]} at 15M on this task;" in text
+    minutes = " / ".join(str(_minutes(dppo[f"seed{k}"][2])) for k in (1, 2, 3))
     assert f"DPPO seeds 1-3, three at a time ({minutes} minutes)" in text
 
 
@@ -344,7 +358,7 @@ def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
     """Wall-clock minutes, cheetah-run FPO's in-training numbers, the cross-method order and the runs left."""
     text = " ".join((ROOT / "docs" / "results.md").read_text().split())
     saved = runs.load_runs()
-    minutes = {key: round(saved[task][method][seed][2]["wall_time_s"] / 60) for key, (task, method, seed) in {
+    minutes = {key: _minutes(saved[task][method][seed][2]) for key, (task, method, seed) in {
         "cheetah": ("cheetah-run", "fpo", "seed3"), "hopper2": ("hopper-stand", "fpo", "seed2"),
         "hopper3": ("hopper-stand", "fpo", "seed3"), "dppo": ("finger-spin", "dppo", "seed2"),
         "dppo_finger3": ("finger-spin", "dppo", "seed3"), "dppo_hopper2": ("hopper-stand", "dppo", "seed2"),
@@ -372,5 +386,8 @@ def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
     assert min(fresh["fpo"]) > max(fresh["gorl_flow"])
     assert max(fresh["fpo"]) < max(fresh["gorl_diffusion"]) and max(fresh["fpo"]) < max(fresh["ppo_gaussian"])
     assert "Every FPO seed is above every GoRL (flow) seed, but not above the best" in text
-    left = 3 * 3 - sum(len(saved[task].get("dppo", {})) for task in ("cheetah-run", "finger-spin", "hopper-stand"))
-    assert f"({['no', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'][left]} runs left)" in text
+    grid = [m for m in runs.METHODS if m not in runs.ABLATIONS]
+    left = sum(max(0, 3 - len(saved[task].get(m, {}))) for task in ("cheetah-run", "finger-spin", "hopper-stand")
+               for m in grid)
+    words = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert f"({words[left] if left < len(words) else left} runs left)" in text
