@@ -117,7 +117,7 @@ def training_fps(task: str, backend: str, iterations: int) -> float:
     with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
         cfg = compose(config_name="gorl_ppo", overrides=[f"env.task={task}", f"collector.env_backend={backend}"])
     device = torch.device("cpu")
-    obs_dim, act_dim = U.env_dims(task)
+    obs_dim, act_dim = U.env_dims(cfg, task)
     actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
     decoder = U.make_decoder(cfg, obs_dim, act_dim, device)  # a trained-size decoder: 10 Euler steps
     collector = U.make_collector(cfg, task, make_gorl_policy(actor, decoder), device)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from torchrl_gorl.envs import make_env
-from utils_gorl import EncoderRun, env_dims, make_collector, make_flow_policy, make_flow_policy_loss, PPOUpdate, setup
+from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_flow_policy, make_flow_policy_loss, PPOUpdate, setup
 
 
 def train_flow_policy(cfg: DictConfig, method: str) -> dict:
@@ -27,12 +26,12 @@ def train_flow_policy(cfg: DictConfig, method: str) -> dict:
     device, task, gamma, saved = setup(cfg, method=method)
 
     # ---------------------------------------------------------------- models
-    obs_dim, act_dim = env_dims(task)
+    obs_dim, act_dim = env_dims(cfg, task)
     policy, critic, observation_norm = make_flow_policy(cfg, obs_dim, act_dim, device, method=method)
 
     # ---------------------------------------------------------------- collector and eval env
     collector = make_collector(cfg, task, policy, device)
-    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
+    eval_env = make_eval_env(cfg, task, device)
 
     # ---------------------------------------------------------------- loss: FPOLoss or DPPOLoss
     loss = make_flow_policy_loss(cfg, policy, critic, method=method)

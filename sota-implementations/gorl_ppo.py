@@ -22,7 +22,6 @@ import tqdm
 from omegaconf import DictConfig
 
 from torchrl_gorl import make_gorl_policy
-from torchrl_gorl.envs import make_env
 from torchrl_gorl.training import refit_decoder, save_transitions
 from utils_gorl import (
     batch_seed,
@@ -33,6 +32,7 @@ from utils_gorl import (
     iterations_per_stage,
     PPOUpdate,
     make_collector,
+    make_eval_env,
     make_decoder,
     make_decoder_loss,
     make_encoder,
@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> dict:
     seed = cfg.env.seed
 
     # ---------------------------------------------------------------- models
-    obs_dim, act_dim = env_dims(task)
+    obs_dim, act_dim = env_dims(cfg, task)
     actor, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device)
     # the reference rebuilds the encoder from the same seed each stage: keep its initial weights
     initial_encoder = copy.deepcopy({"actor": actor.state_dict(), "critic": critic.state_dict()})
@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- collector and eval env
     collector = make_collector(cfg, task, policy, device)
-    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
+    eval_env = make_eval_env(cfg, task, device)
 
     # ---------------------------------------------------------------- losses
     ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)

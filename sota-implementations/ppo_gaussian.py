@@ -14,8 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from torchrl_gorl.envs import make_env
-from utils_gorl import EncoderRun, env_dims, make_collector, make_encoder, PPOUpdate, setup
+from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_encoder, PPOUpdate, setup
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
@@ -24,12 +23,12 @@ def main(cfg: DictConfig) -> dict:
     device, task, gamma, saved = setup(cfg, method="ppo_gaussian")
 
     # ---------------------------------------------------------------- models
-    obs_dim, act_dim = env_dims(task)
+    obs_dim, act_dim = env_dims(cfg, task)
     actor, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device, latent_key="action")
 
     # ---------------------------------------------------------------- collector and eval env
     collector = make_collector(cfg, task, actor, device)
-    eval_env = make_env(task, cfg.eval.num_envs, backend=cfg.collector.env_backend)
+    eval_env = make_eval_env(cfg, task, device)
 
     # ---------------------------------------------------------------- loss
     ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)

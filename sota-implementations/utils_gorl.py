@@ -10,7 +10,7 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers import SamplerWithoutReplacement
-from torchrl.envs import EnvCreator
+from torchrl.envs import EnvBase, EnvCreator
 from torchrl.objectives.value import GAE
 from torchrl.record.loggers import generate_exp_name, get_logger
 
@@ -283,8 +283,20 @@ def seed_everything(seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- models
-def env_dims(task: str) -> tuple[int, int]:
-    env = make_single_env(task)
+def env_maker(cfg: DictConfig, task: str, num_envs: int, device: torch.device | None = None) -> Callable[[], EnvBase]:
+    """A picklable constructor of ``num_envs`` envs of the configured ``env.backend``: what the collector
+    (in this process, in worker processes or in Ray actors) and the evaluation build."""
+    if cfg.env.backend == "playground":
+        from torchrl_gorl.envs.playground import make_playground_env
+
+        return functools.partial(make_playground_env, cfg.env.task, num_envs, impl=cfg.env.playground_impl,
+                                 device=device)
+    return functools.partial(make_env, task, num_envs, backend=cfg.collector.env_backend)
+
+
+def env_dims(cfg: DictConfig, task: str) -> tuple[int, int]:
+    """Observation and action sizes of the configured env (Playground ports may differ from dm_control)."""
+    env = make_single_env(task) if cfg.env.backend == "dm_control" else env_maker(cfg, task, 1)()
     dims = env.observation_spec["observation"].shape[-1], env.action_spec.shape[-1]
     env.close()
     return dims
@@ -368,22 +380,41 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
 
     Resetting at every batch (after reseeding, see :func:`collect`) makes each batch a function of
     the policy, the seed and the RNG state alone, which is what makes resumed runs exact.
+    ``collector.backend=local`` collects in this process (``num_workers=0``) or in TorchRL's
+    multi-process sync collector; ``ray`` in ``num_workers`` Ray actors (:func:`make_ray_collector`).
     """
     num_envs, workers = cfg.collector.num_envs, cfg.collector.num_workers
+    env_device = train_env_device(cfg, device)
     common = dict(
         frames_per_batch=frames_per_iteration(cfg),
         total_frames=-1,
         reset_at_each_iter=True,
         policy_device=device,
-        env_device="cpu",
+        env_device=env_device,
         storing_device=device,
         auto_register_policy_transforms=False,
     )
-    backend = cfg.collector.env_backend
+    if cfg.collector.backend == "ray":
+        return make_ray_collector(cfg, env_maker(cfg, task, num_envs // workers, env_device), policy, **common)
     if workers == 0:
-        return Collector(make_env(task, num_envs, backend=backend), policy, **common)
-    create = EnvCreator(functools.partial(make_env, task, num_envs // workers, backend=backend))
+        return Collector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
+    create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
     return Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
+
+
+def train_env_device(cfg: DictConfig, device: torch.device) -> torch.device:
+    """Where the env's tensors live: dm_control steps on the CPU; Playground on the run's device."""
+    return device if cfg.env.backend == "playground" else torch.device("cpu")
+
+
+def make_eval_env(cfg: DictConfig, task: str, device: torch.device) -> EnvBase:
+    """``eval.num_envs`` envs of the training backend for the deterministic evaluations."""
+    return env_maker(cfg, task, cfg.eval.num_envs, train_env_device(cfg, device))()
+
+
+def make_ray_collector(cfg: DictConfig, create_env, policy, **common):
+    """``collector.num_workers`` Ray actors, each stepping ``num_envs / num_workers`` envs (TorchRL's RayCollector)."""
+    raise NotImplementedError("collector.backend=ray")
 
 
 def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictBase:
