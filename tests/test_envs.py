@@ -58,3 +58,26 @@ def test_tanh_transform_rejects_non_unit_bounds():
     )
     assert isinstance(rescaled.action_spec, Unbounded)
     rescaled.rollout(3, policy=lambda td: td.set("action", 5 * torch.randn(7)))
+
+
+def test_building_envs_without_a_display_prints_no_renderer_or_mjcf_warnings():
+    """A fresh process with neither a display nor MUJOCO_GL (a plain server or CI): building and stepping the
+    batched envs, in this process and in a collector worker, prints nothing."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import functools\n"
+        "from torchrl.collectors import Collector\n"
+        "from torchrl_gorl.envs import make_env\n"
+        "make_env('cheetah-run', 2).rollout(2)\n"
+        "c = Collector([functools.partial(make_env, 'cheetah-run', 2)], None, num_collectors=1, sync=True,\n"
+        "              frames_per_batch=4, total_frames=4)\n"
+        "next(iter(c)); c.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "PYTHONWARNINGS")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for noise in ("GLFW", "DISPLAY", "settotalmass", "deprecated"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]

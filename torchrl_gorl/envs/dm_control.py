@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import re
 
 from torchrl.envs import (
@@ -20,6 +22,23 @@ from torchrl.envs import (
 )
 
 from torchrl_gorl.envs.transforms import TanhActionTransform
+
+# dm_control picks an OpenGL backend when it is first imported; without a display its GLFW probe warns
+# ("The DISPLAY environment variable is missing"). Nothing here renders, so with no display and no choice
+# of the user's (MUJOCO_GL), rendering is switched off. Set MUJOCO_GL=egl (or osmesa) to render headless.
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "disable"
+
+
+class _DropMJCFDeprecations(logging.Filter):
+    """dm_control's own task XMLs use a MuJoCo attribute (``settotalmass``) that MuJoCo 3.17 deprecates: the
+    warning comes once per env built (hundreds with batched envs), in every worker, and is not the user's to fix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is deprecated and will be removed" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropMJCFDeprecations())
 
 #: The paper's tasks (MuJoCo Playground names) and their dm_control ``(domain, task)``.
 PAPER_TASKS: dict[str, tuple[str, str]] = {
