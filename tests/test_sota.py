@@ -169,6 +169,15 @@ def test_script_reports_bad_config_before_any_compute(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_names_the_key_and_the_fix(tmp_path):
+    result = _run("gorl_ppo.py", tmp_path, "device=cuda")
+    assert result.returncode != 0
+    assert "config key device is 'cuda' but CUDA is not available here" in result.stderr
+    assert "use device=cpu, or device=auto" in result.stderr
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "eval.csv").exists()
+
+
 @pytest.fixture(scope="module")
 def weighted_run(tmp_path_factory):
     """Two stages with the GMPO-weighted decoder refit, saving the decoder data for the offline scripts."""
