@@ -43,6 +43,7 @@ from torchrl_gorl import (
 from config_checks import choice, int_list, positive_float, positive_int
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
+from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available, resolve_playground_task
 from torchrl_gorl.training import (
     evaluate_policy,
     get_rng_state,
@@ -65,10 +66,15 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
     """Fails at start-up, naming the key, on anything the run of ``method`` would otherwise trip over later."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {list(METHODS)}.")
+    playground = choice(cfg, "env.backend", ["dm_control", "playground"]) == "playground"
+    if playground and not playground_available():
+        raise ValueError(f"config key env.backend=playground needs MuJoCo Playground: {INSTALL_HINT}.")
     try:
-        resolve_task(cfg.env.task)
+        resolve_playground_task(cfg.env.task) if playground else resolve_task(cfg.env.task)
     except ValueError as err:
         raise ValueError(f"config key env.task: {err}") from None
+    if playground:
+        choice(cfg, "env.playground_impl", list(PLAYGROUND_IMPLS))
     if cfg.env.gamma is not None and not 0 < cfg.env.gamma <= 1:
         raise ValueError(f"config key env.gamma must be in (0, 1], got {cfg.env.gamma!r}.")
     positive_float(cfg, "env.reward_scale")
@@ -84,6 +90,17 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
             f"config key collector.num_envs = {cfg.collector.num_envs} must be a multiple of collector.num_workers = {workers}."
         )
     choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
+    backend, address = choice(cfg, "collector.backend", ["local", "ray"]), cfg.collector.ray_address
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError('config key collector.backend=ray needs the ray package: pip install -e ".[distributed]".')
+    if backend == "ray" and workers < 1:
+        raise ValueError(f"config key collector.num_workers must be at least 1 with collector.backend=ray "
+                         f"(one Ray actor per worker), got {workers}.")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ValueError(f'config key collector.ray_address must be null (start Ray here), "auto" or a cluster '
+                         f'address such as "ray://head:10001", got {address!r}.')
+    if address is not None and backend != "ray":
+        raise ValueError(f"config key collector.ray_address = {address!r} is only used with collector.backend=ray.")
     threads = cfg.ppo.num_threads
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"config key ppo.num_threads must be a positive integer or null, got {threads!r}.")
@@ -241,13 +258,15 @@ def get_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config key device is {name!r} but CUDA is not available.")
+        raise ValueError(f"config key device is {name!r} but CUDA is not available here (torch {torch.__version__}): "
+                         "use device=cpu, or device=auto to take a GPU only when there is one.")
     return device
 
 
 def quiet_logs() -> None:
     """dm_control's absl logs (renderer choice, a deprecated MJCF attribute) say nothing about the run."""
     logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # Playground runs: "no TPU backend" notes
 
 
 def set_threads(num_threads: int | None) -> None:
@@ -412,9 +431,57 @@ def make_eval_env(cfg: DictConfig, task: str, device: torch.device) -> EnvBase:
     return env_maker(cfg, task, cfg.eval.num_envs, train_env_device(cfg, device))()
 
 
-def make_ray_collector(cfg: DictConfig, create_env, policy, **common):
-    """``collector.num_workers`` Ray actors, each stepping ``num_envs / num_workers`` envs (TorchRL's RayCollector)."""
-    raise NotImplementedError("collector.backend=ray")
+def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], policy, **common: Any):
+    """``collector.num_workers`` Ray actors, each a collector stepping ``num_envs / num_workers`` envs, through
+    TorchRL's ``Collector(..., backend="ray")`` (:class:`~torchrl.collectors.distributed.RayCollector`). Its sync
+    mode stacks the workers' batches; :func:`collect` reshapes them to ``[num_envs, 1000]`` as the local ones.
+
+    * Ray: started on this machine (``num_cpus = num_workers``, no dashboard, the workers' output kept in Ray's
+      session logs, ``/tmp/ray/session_latest/logs``) unless this process already runs Ray or
+      ``collector.ray_address`` names a cluster. TorchRL's runtime lease stops a Ray it started at
+      ``collector.shutdown()``; after an error, Ray's exit hook does.
+    * Weights: TorchRL's default ``RayWeightSyncScheme`` sends ``TensorDict.from_module(policy)``, buffers
+      included, so every ``update_policy_weights_()`` carries the observation statistics with the parameters. It
+      sends over torch.distributed (gloo) from this process: the workers must reach this machine over TCP.
+    * Seeding: the workers are :class:`~torchrl_gorl.collectors.SeededCollector` on one torch thread each, so
+      ``collector.set_seed(seed)`` seeds their envs (the local collector's seed chain: env ``i`` gets the same
+      seed as in a local run) and their torch RNGs. A batch is then a function of the policy, the seed and
+      ``num_workers`` (each worker draws its own noise, so the actions differ from a local run's).
+    * ``total_frames=-1`` reads as zero frames in RayCollector (0.14.1): endless is ``sys.maxsize`` here.
+    """
+    import sys
+
+    from torchrl_gorl.collectors import SeededCollector
+
+    workers, address = cfg.collector.num_workers, cfg.collector.ray_address
+    quiet = {"logging_level": "warning", "log_to_driver": False}  # actor reprs would flood the console
+    # "local": a new instance even where RAY_ADDRESS is set; null ray_address means this machine
+    ray_init = {"address": "local", "num_cpus": workers, "include_dashboard": False, **quiet}
+    if address is not None:
+        ray_init = {"address": address, **quiet}
+    remote = {"num_cpus": 1}  # TorchRL's default also reserves 2 GiB of memory and a fifth of a GPU per actor
+    if any(torch.device(common[key]).type == "cuda" for key in ("policy_device", "env_device", "storing_device")):
+        remote["num_gpus"] = 1 / workers  # as the local workers, the actors use the run's GPU (untested: CPU box)
+    options = {
+        "collector_class": SeededCollector,
+        "collector_kwargs": {"num_threads": 1,
+                             "auto_register_policy_transforms": common.pop("auto_register_policy_transforms")},
+        "ray_init_config": ray_init,
+        "remote_configs": remote,
+    }
+    if common["total_frames"] < 0:
+        common["total_frames"] = sys.maxsize
+    try:
+        collector = Collector(create_env, policy, backend="ray", num_collectors=workers, sync=True,
+                              backend_options=options, **common)
+    except ConnectionError as err:
+        if address is None:
+            raise
+        raise ValueError(f"config key collector.ray_address = {address!r}: cannot connect ({err}). Is the cluster up "
+                         "(ray status), and with Ray's token authentication, is RAY_AUTH_MODE=token set here "
+                         "(docs/scaling.md)?") from err
+    collector.update_policy_weights_()  # joins the weight-sync process group now, not at the first update
+    return collector
 
 
 def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictBase:
@@ -422,8 +489,9 @@ def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictB
     sampling runs on a torch RNG seeded with ``seed`` (forked, so the training RNG is untouched).
 
     A freshly built collector consumes the RNG differently on its first batch; seeding each batch
-    makes a resumed run see exactly the episodes of the uninterrupted one. (With
-    ``collector.num_workers > 0`` the sampling happens in the workers and is not covered.)
+    makes a resumed run see exactly the episodes of the uninterrupted one. With ``collector.backend=ray``
+    each actor seeds its own sampling too (:class:`~torchrl_gorl.collectors.SeededCollector`); with local
+    worker processes (``collector.num_workers > 0``) the sampling happens in the workers and is not covered.
     """
     collector.set_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -559,6 +627,7 @@ class RunLogger:
     """TorchRL logger (csv / wandb / tensorboard) plus the small ``eval.csv`` the results tables read."""
 
     EVAL_FIELDS = ["stage", "iteration", "frames_encoder", "frames_decoder_data", "frames_total", "frames_eval",
+                   "wall_time_train_s", "wall_time_eval_s",
                    "return_mean", "return_std", "return_min", "return_max", "num_episodes"]
 
     def __init__(self, cfg: DictConfig, algo: str, task: str) -> None:
@@ -664,7 +733,7 @@ class EncoderRun:
         self.seed = cfg.env.seed
         self.progress = {"stage": 0, "iteration": 0, "frames_encoder": 0, "frames_decoder_data": 0, "frames_eval": 0,
                          "best_return": -float("inf"), "eval_rows": [], "stage_starts": [0], "refits": [],
-                         "wall_time": 0.0}
+                         "wall_time": 0.0, "wall_time_eval": 0.0}
         self.best_encoder = None
         rng = get_rng_state()
         self.logger = RunLogger(cfg, algo, task)
@@ -704,6 +773,7 @@ class EncoderRun:
             self.decoder.load_state_dict(saved["decoder"])
         self.ppo.load_state_dict(saved["ppo"])
         self.progress, self.best_encoder = saved["progress"], saved["best_encoder"]
+        self.progress.setdefault("wall_time_eval", 0.0)  # checkpoints written before evaluation time was kept apart
         self.logger.eval_rows = self.progress["eval_rows"]
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]
@@ -715,12 +785,15 @@ class EncoderRun:
     def evaluate(self, stage: int, iteration: int) -> dict[str, float]:
         """Deterministic evaluation; keeps the encoder if it is the stage's best (ties: the later one)."""
         cfg, progress = self.cfg, self.progress
+        began = time.time()
         result = evaluate_policy(self.eval_env, self.policy, num_episodes=cfg.eval.num_episodes,
                                  seed=batch_seed(self.seed, stage, len(progress["eval_rows"]), kind=3))
         self.add_frames("eval", result["frames"])
         row = {"stage": stage, "iteration": iteration, "frames_encoder": progress["frames_encoder"],
                "frames_decoder_data": progress["frames_decoder_data"], "frames_total": self.total_frames(),
-               "frames_eval": progress["frames_eval"], **{k: v for k, v in result.items() if k != "frames"}}
+               "frames_eval": progress["frames_eval"], **self.wall_times(began),
+               **{k: v for k, v in result.items() if k != "frames"}}
+        progress["wall_time_eval"] += time.time() - began
         self.logger.log_eval(row)
         if result["return_mean"] >= progress["best_return"] - 1e-6:
             progress["best_return"] = result["return_mean"]
@@ -728,6 +801,12 @@ class EncoderRun:
         log.info("stage %d iteration %d: eval return %.1f +- %.1f (env steps %d)",
                  stage, iteration, result["return_mean"], result["return_std"], self.total_frames())
         return result
+
+    def wall_times(self, now: float) -> dict[str, float]:
+        """Wall-clock seconds of the run up to ``now``: training (collection, updates, refits, checkpoints;
+        resumed runs include the time before the checkpoint) and, apart, the evaluations before ``now``."""
+        evaluating = self.progress["wall_time_eval"]
+        return {"wall_time_train_s": round(now - self.start - evaluating, 3), "wall_time_eval_s": round(evaluating, 3)}
 
     def load_best_encoder(self) -> None:
         self.actor.load_state_dict(self.best_encoder["actor"])
@@ -800,8 +879,10 @@ class EncoderRun:
     def finish(self, title: str, **extra: Any) -> dict[str, Any]:
         """Evaluates the deployed policy on fresh episodes (the in-stage maximum that picked it is
         optimistically biased), writes eval.csv, summary.json and the learning curve."""
+        began = time.time()
         final = evaluate_policy(self.eval_env, self.policy, num_episodes=self.cfg.eval.num_episodes,
                                 seed=batch_seed(self.seed, 99, 0, kind=5))
+        self.progress["wall_time_eval"] += time.time() - began
         self.add_frames("eval", final["frames"])
         if self.pbar is not None:
             self.pbar.close()
@@ -815,7 +896,7 @@ class EncoderRun:
             "best_eval_return": max(r["return_mean"] for r in self.logger.eval_rows),
             "frames_encoder": p["frames_encoder"], "frames_decoder_data": p["frames_decoder_data"],
             "frames_total": self.total_frames(), "frames_eval": p["frames_eval"],
-            "wall_time_s": wall, "fps": (self.total_frames() + p["frames_eval"]) / wall, "refits": p["refits"],
+            "wall_time_s": wall, **self.wall_times(self.start + wall), "fps": (self.total_frames() + p["frames_eval"]) / wall, "refits": p["refits"],
         }
         self.logger.write_outputs(summary, title, p["stage_starts"][1:])
         log.info("done: final return %.1f (best eval %.1f), %d env steps in %.0f s",

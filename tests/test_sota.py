@@ -36,12 +36,36 @@ def test_gorl_stage_zero_is_exactly_gaussian_ppo(smoke_run, tmp_path):
     result = _run("ppo_gaussian.py", tmp_path, "logger.backend=wandb", "logger.wandb_mode=offline")
     assert result.returncode == 0, result.stderr[-4000:]
     assert list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
-    gorl = (smoke_run / "eval.csv").read_text().splitlines()[:4]  # header + stage 0's three evaluations
-    gaussian = (tmp_path / "eval.csv").read_text().splitlines()[:4]
-    assert gorl == gaussian
+    gorl = _eval_rows(smoke_run)[:3]  # stage 0's three evaluations
+    gaussian = _eval_rows(tmp_path)[:3]
+    assert [_without_wall_times(r) for r in gorl] == [_without_wall_times(r) for r in gaussian]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames_total"] == summary["frames_encoder"] == 10000  # GoRL's whole budget
     assert summary["frames_decoder_data"] == 0
+
+
+def _eval_rows(run_dir: pathlib.Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(run_dir / "eval.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _without_wall_times(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("wall_time")}
+
+
+def test_eval_rows_carry_training_and_evaluation_wall_time(smoke_run):
+    """Time-to-score can be read off any run: each evaluation row has the training wall time before it, with
+    the evaluations' own time counted apart; the summary splits the whole run the same way."""
+    rows = _eval_rows(smoke_run)
+    train = [float(r["wall_time_train_s"]) for r in rows]
+    evaluating = [float(r["wall_time_eval_s"]) for r in rows]
+    assert evaluating[0] == 0 and all(b > a for a, b in zip(evaluating, evaluating[1:]))  # every eval takes time
+    assert all(b > a for a, b in zip(train, train[1:])) and train[0] < train[1]  # PPO iterations between evals
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["wall_time_train_s"] + summary["wall_time_eval_s"] == pytest.approx(summary["wall_time_s"], abs=0.01)
+    assert summary["wall_time_train_s"] > train[-1] and summary["wall_time_eval_s"] > evaluating[-1]
 
 
 def _compose(*overrides: str):
@@ -95,7 +119,10 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
         for key, value in uninterrupted[part].items():
             other = resumed[part][key]
             assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (part, key)
-    assert uninterrupted["progress"]["eval_rows"] == resumed["progress"]["eval_rows"]
+    assert [_without_wall_times(r) for r in uninterrupted["progress"]["eval_rows"]] == [
+        _without_wall_times(r) for r in resumed["progress"]["eval_rows"]]
+    # the resumed run's clock goes on from the checkpoint's: its training time passes the checkpoint's
+    assert resumed["progress"]["eval_rows"][2]["wall_time_train_s"] > load_checkpoint(mid)["progress"]["eval_rows"][0]["wall_time_train_s"]
 
 
 @pytest.mark.parametrize(

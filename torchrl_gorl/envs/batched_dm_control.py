@@ -148,6 +148,17 @@ class BatchedDMControlEnv(EnvBase):
             device=self.device,
         )
 
+    def set_seed(self, seed: int | None = None, static_seed: bool = False) -> int | None:
+        """Seeds the envs along the chain and returns the seed after the last one, as ``SerialEnv``: the next env
+        seeded with it (the next worker's, in a multi-process or Ray collector) continues the chain. ``EnvBase``'s
+        would return env 1's seed, so that worker ``w + 1`` repeated the seeds of worker ``w``'s envs."""
+        self._set_seed(seed)
+        if seed is None or static_seed:
+            return seed
+        for _ in range(self.num_envs):
+            seed = seed_generator(seed)
+        return seed
+
     def _set_seed(self, seed: int | None) -> None:
         if seed is None:
             return

@@ -65,14 +65,19 @@ def _known_tasks() -> set[tuple[str, str]]:
 
 
 def resolve_task(name: str) -> tuple[str, str]:
-    """Maps ``"cheetah-run"``, ``"cheetah_run"``, ``"cheetah/run"`` or the paper's ``"CheetahRun"`` to ``("cheetah", "run")``.
+    """Maps ``"cheetah-run"``, ``"cheetah_run"``, ``"cheetah/run"`` or the paper's ``"CheetahRun"`` (any MuJoCo
+    Playground dm_control-suite name, e.g. ``"PointMass"``) to ``("cheetah", "run")``.
 
     Raises a ``ValueError`` naming the task and listing the accepted names if it is unknown.
     """
+    from torchrl_gorl.envs.playground import PLAYGROUND_TASKS  # a plain table: imports no JAX
+
     if not isinstance(name, str):
         raise ValueError(f"task must be a string, got {name!r}.")
     if name in PAPER_TASKS:
         return PAPER_TASKS[name]
+    if name in PLAYGROUND_TASKS:
+        return PLAYGROUND_TASKS[name]
     known = _known_tasks()
     for sep in ("-", "/", ":"):
         if sep in name:

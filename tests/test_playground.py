@@ -1,0 +1,254 @@
+"""``env.backend=playground``: MuJoCo Playground's dm_control-suite ports behind GoRL's env contract.
+
+The shared env uses MJX (``impl="jax"``, what ``"auto"`` picks on CPU): a ~1 min compile, then full 1000-step
+episodes in seconds. JAX's persistent compilation cache (a per-module folder) lets the slow end-to-end run reuse
+that compile.
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("mujoco_playground")
+
+import jax  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from tensordict.nn import TensorDictModule  # noqa: E402
+from torchrl.envs import RewardSum, StepCounter  # noqa: E402
+
+from torchrl_gorl.envs import (  # noqa: E402
+    EPISODE_LENGTH,
+    make_playground_env,
+    PAPER_TASKS,
+    PLAYGROUND_TASKS,
+    resolve_playground_task,
+    task_id,
+)
+from torchrl_gorl.training import evaluate_policy  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SOTA = ROOT / "sota-implementations"
+sys.path.insert(0, str(SOTA))
+
+import utils_gorl  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("jax_cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(jax_cache):
+    env = make_playground_env("CheetahRun", 2, impl="jax", seed=0)
+    yield env
+    env.close()
+
+
+def _zero_policy(act_dim: int) -> TensorDictModule:
+    return TensorDictModule(lambda obs: torch.zeros(*obs.shape[:-1], act_dim), ["observation"], ["action"])
+
+
+# --------------------------------------------------------------------------- names
+def test_task_table_is_the_installed_playground_suite():
+    from dm_control import suite
+    from mujoco_playground import dm_control_suite
+
+    assert set(PLAYGROUND_TASKS) == set(dm_control_suite.ALL_ENVS)
+    assert set(PLAYGROUND_TASKS.values()) <= set(suite.ALL_TASKS)
+    assert all(PLAYGROUND_TASKS[name] == pair for name, pair in PAPER_TASKS.items())
+    for name in PAPER_TASKS:  # the paper's protocol: 1000 control steps, no action repeat
+        config = dm_control_suite.get_default_config(name)
+        assert config.episode_length == EPISODE_LENGTH and config.action_repeat == 1
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [("CheetahRun", "CheetahRun"), ("cheetah-run", "CheetahRun"), ("cheetah_run", "CheetahRun"),
+     ("cheetah/run", "CheetahRun"), ("ball_in_cup-catch", "BallInCup"), ("ball_in_cup_catch", "BallInCup"),
+     ("finger-turn_hard", "FingerTurnHard"), ("point_mass-easy", "PointMass"), ("PendulumSwingup", "PendulumSwingup")],
+)
+def test_resolves_playground_and_dm_control_names(name, expected):
+    assert resolve_playground_task(name) == expected
+
+
+@pytest.mark.parametrize("name", ["CheetahWalk", "quadruped-walk", "Go1JoystickFlatTerrain"])
+def test_unknown_task_lists_the_accepted_names(name):
+    with pytest.raises(ValueError, match=rf"unknown MuJoCo Playground task '{name}'.*accepted names: .*CheetahRun"):
+        make_playground_env(name, 2)
+
+
+def test_run_names_of_playground_only_tasks():
+    assert task_id("PendulumSwingup") == "pendulum-swingup" and task_id("CheetahRun") == "cheetah-run"
+
+
+def test_package_imports_no_jax():
+    code = ("import sys, torchrl_gorl, torchrl_gorl.envs; "
+            "print(sorted({'jax', 'mujoco_playground', 'warp'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def _hide_playground(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mujoco_playground" else find_spec(name, *a))
+
+
+def test_missing_extra_names_the_fix(monkeypatch):
+    _hide_playground(monkeypatch)
+    with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[playground\]"'):
+        make_playground_env("CheetahRun", 2)
+
+
+# --------------------------------------------------------------------------- config
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
+        return compose(config_name="gorl_ppo", overrides=["preset=smoke", *overrides])
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["env.backend=playground", "env.task=CheetahWalk"],
+         "config key env.task: unknown MuJoCo Playground task 'CheetahWalk'"),
+        (["env.backend=playground", "env.task=quadruped-walk"], "config key env.task: unknown MuJoCo Playground task"),
+        (["env.backend=brax"], "config key env.backend must be one of"),
+        (["env.backend=playground", "env.playground_impl=mjx"], "config key env.playground_impl must be one of"),
+    ],
+)
+def test_bad_playground_config_names_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        utils_gorl.validate_config(_compose(*overrides))
+
+
+def test_playground_config_without_the_extra_names_the_key_and_the_fix(monkeypatch):
+    _hide_playground(monkeypatch)
+    fix = r'config key env.backend=playground needs .*pip install -e "\.\[playground\]"'
+    with pytest.raises(ValueError, match=fix):
+        utils_gorl.validate_config(_compose("env.backend=playground"))
+    utils_gorl.validate_config(_compose())  # dm_control runs need no extra
+
+
+def test_playground_config_accepts_every_playground_name():
+    for name in ("CheetahRun", "cheetah-run", "PointMass", "HumanoidWalk"):
+        utils_gorl.validate_config(_compose("env.backend=playground", f"env.task={name}"))
+    utils_gorl.validate_config(_compose("env.task=PointMass"))  # and dm_control runs them as point_mass-easy
+
+
+# --------------------------------------------------------------------------- the env
+def test_specs_match_the_dm_control_contract(env):
+    assert env.batch_size == torch.Size([2])
+    obs = env.observation_spec["observation"]
+    assert obs.shape == torch.Size([2, 17]) and obs.dtype == torch.float32  # CheetahRun: qpos[1:] and qvel
+    assert env.action_spec.shape == torch.Size([2, 6]) and type(env.action_spec).__name__ == "UnboundedContinuous"
+    base = env.base_env.action_spec  # tanh squashes into the env's [-1, 1] box
+    assert torch.all(base.space.low == -1) and torch.all(base.space.high == 1)
+    assert set(env.full_done_spec.keys()) == {"done", "terminated", "truncated"}
+    assert env.reward_spec.shape == torch.Size([2, 1]) and env.reward_spec.dtype == torch.float32
+    assert {"is_init", "step_count", "episode_reward"} <= set(env.observation_spec.keys())
+    counter = next(t for t in env.transform if isinstance(t, StepCounter))
+    assert counter.max_steps == EPISODE_LENGTH == 1000
+    assert any(isinstance(t, RewardSum) for t in env.transform)
+
+
+def test_episodes_are_truncated_at_exactly_1000_steps(env):
+    env.set_seed(0)
+    rollout = env.rollout(EPISODE_LENGTH + 2, break_when_any_done=False)
+    nxt = rollout["next"]
+    truncated, terminated, done = nxt["truncated"].squeeze(-1), nxt["terminated"].squeeze(-1), nxt["done"].squeeze(-1)
+    assert truncated[:, EPISODE_LENGTH - 1].all() and truncated.sum() == 2  # at step 1000 only
+    assert not terminated.any() and torch.equal(done, truncated)
+    assert torch.equal(nxt["step_count"][:, EPISODE_LENGTH - 1].squeeze(-1), torch.full((2,), EPISODE_LENGTH))
+    # one reset at the start and one after the time limit: no reset in between
+    is_init = rollout["is_init"].squeeze(-1)
+    assert is_init[:, 0].all() and is_init[:, EPISODE_LENGTH].all() and is_init.sum() == 4
+    assert torch.equal(rollout["step_count"][:, EPISODE_LENGTH].squeeze(-1), torch.zeros(2, dtype=torch.long))
+    # rewards are dm_control's per-step [0, 1]; the episode sum is counted once and restarts after the reset
+    reward = nxt["reward"].squeeze(-1)
+    assert reward.min() >= 0 and reward.max() <= 1 and torch.isfinite(nxt["observation"]).all()
+    first = reward[:, :EPISODE_LENGTH].sum(-1)
+    torch.testing.assert_close(nxt["episode_reward"][:, EPISODE_LENGTH - 1].squeeze(-1), first)
+    torch.testing.assert_close(nxt["episode_reward"][:, -1].squeeze(-1), reward[:, EPISODE_LENGTH:].sum(-1))
+
+
+def test_set_seed_makes_episodes_reproducible(env):
+    policy = _zero_policy(6)
+    runs = []
+    for seed in (3, 3, 4):
+        env.set_seed(seed)
+        runs.append(env.rollout(5, policy))
+    assert torch.equal(runs[0]["next", "observation"], runs[1]["next", "observation"])
+    assert torch.equal(runs[0]["next", "reward"], runs[1]["next", "reward"])
+    assert not torch.equal(runs[0]["observation"][:, 0], runs[2]["observation"][:, 0])
+    assert not torch.equal(runs[0]["observation"][0, 0], runs[0]["observation"][1, 0])  # envs start apart
+
+
+def test_a_partial_reset_leaves_the_other_envs_running(env):
+    actions = torch.linspace(-1, 1, 4 * 2 * 6).reshape(4, 2, 6)
+
+    def run(reset_env0_before_last: bool):
+        env.set_seed(5)
+        td = env.reset()
+        for t in range(4):
+            if t == 3 and reset_env0_before_last:
+                before = td["observation"].clone()
+                td["_reset"] = torch.tensor([[True], [False]])
+                td = env.reset(td)
+                assert torch.equal(td["observation"][1], before[1]) and not torch.equal(td["observation"][0], before[0])
+                assert td["step_count"].squeeze(-1).tolist() == [0, 3]
+            td["action"] = actions[t]
+            td = env.step(td)["next"].exclude("reward", "done", "terminated", "truncated")
+        return td["observation"]
+
+    full, partial = run(False), run(True)
+    torch.testing.assert_close(partial[1], full[1], rtol=0, atol=0)  # env 1 never noticed
+    assert not torch.equal(partial[0], full[0])
+
+
+def test_evaluate_policy_runs_full_deterministic_episodes(env):
+    result = evaluate_policy(env, _zero_policy(6), num_episodes=2, seed=7)
+    assert result["num_episodes"] == 2 and result["frames"] == 2 * EPISODE_LENGTH
+    assert 0 <= result["return_min"] <= result["return_max"] <= EPISODE_LENGTH
+
+
+# --------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_warp_physics_steps_the_same_contract():
+    warp = make_playground_env("cheetah-run", 2, impl="warp", seed=0, max_steps=3)
+    rollout = warp.rollout(4, break_when_any_done=False)
+    assert rollout["next", "observation"].shape == torch.Size([2, 4, 17])
+    assert rollout["next", "truncated"].squeeze(-1)[:, 2].all() and rollout["is_init"].squeeze(-1)[:, 3].all()
+    warp.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_device_puts_the_tensors_on_the_gpu():
+    cuda = make_playground_env("CheetahRun", 4, device="cuda", seed=0)
+    rollout = cuda.rollout(5, _zero_policy(6).to("cuda"))
+    assert rollout.device.type == "cuda" and rollout["next", "reward"].device.type == "cuda"
+
+
+@pytest.mark.slow
+def test_gorl_trains_on_playground(tmp_path, jax_cache):
+    cmd = [sys.executable, str(SOTA / "gorl_ppo.py"), "preset=smoke", "env.backend=playground", "env.task=CheetahRun",
+           f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800,
+                            env={**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax_cache)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # as the dm_control smoke run: 2 stages x 2 iterations x (2 envs x 1000 steps) + one iteration of decoder data
+    assert summary["task"] == "cheetah-run"
+    assert summary["frames_encoder"] == 8000 and summary["frames_decoder_data"] == 2000
+    assert summary["frames_eval"] == 7 * 2000
+    assert len(summary["refits"]) == 1 and summary["refits"][0]["rows"] == 2000
+    assert 0 <= summary["final_return"] <= EPISODE_LENGTH
