@@ -252,3 +252,16 @@ def test_gorl_trains_on_playground(tmp_path, jax_cache):
     assert summary["frames_eval"] == 7 * 2000
     assert len(summary["refits"]) == 1 and summary["refits"][0]["rows"] == 2000
     assert 0 <= summary["final_return"] <= EPISODE_LENGTH
+
+
+@pytest.mark.parametrize("backend,has_warp,expected", [("cpu", True, "jax"), ("gpu", True, "warp"), ("gpu", False, "jax")])
+def test_auto_impl_is_warp_only_on_a_jax_gpu_with_warp_installed(monkeypatch, backend, has_warp, expected):
+    from torchrl_gorl.envs.playground import resolve_impl
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (find_spec(name, *a) if name != "warp" or has_warp else None))
+    assert resolve_impl("auto") == expected
+    assert resolve_impl("jax") == "jax" and resolve_impl("warp") == "warp"
+    with pytest.raises(ValueError, match="impl must be one of"):
+        resolve_impl("mjx")

@@ -92,15 +92,16 @@ def resolve_playground_task(name: str) -> str:
 
 
 def resolve_impl(impl: str = "auto") -> str:
-    """``"auto"`` is ``"warp"`` when JAX runs on a GPU and ``"jax"`` otherwise (why: :func:`make_playground_env`);
-    ``"warp"`` and ``"jax"`` pass through."""
+    """``"auto"`` is ``"warp"`` when JAX runs on a GPU and MuJoCo Warp is installed, and ``"jax"`` otherwise
+    (why: :func:`make_playground_env`); ``"warp"`` and ``"jax"`` pass through."""
     if impl not in PLAYGROUND_IMPLS:
         raise ValueError(f"impl must be one of {list(PLAYGROUND_IMPLS)}, got {impl!r}.")
     if impl != "auto":
         return impl
     import jax
 
-    return "warp" if jax.default_backend() == "gpu" else "jax"
+    has_warp = importlib.util.find_spec("warp") is not None  # a slim GPU install may carry MJX alone
+    return "warp" if jax.default_backend() == "gpu" and has_warp else "jax"
 
 
 class PlaygroundEnv(MujocoPlaygroundEnv):
