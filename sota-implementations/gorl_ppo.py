@@ -25,7 +25,6 @@ from torchrl_gorl import make_gorl_policy
 from torchrl_gorl.training import refit_decoder, save_transitions
 from utils_gorl import (
     batch_seed,
-    collect,
     decoder_data,
     EncoderRun,
     env_dims,
@@ -87,7 +86,7 @@ def main(cfg: DictConfig) -> dict:
             # decoder data: stochastic latents through the current decoder, pre-squash actions stored
             chunks = []
             for i in range(cfg.schedule.decoder_data_iterations):
-                data = collect(collector, run.batches, batch_seed(seed, stage, i, kind=2), device)
+                data = run.collect(batch_seed(seed, stage, i, kind=2))
                 chunks.append(decoder_data(cfg, data, ppo))
                 run.add_frames("decoder_data", data.numel())
             dataset = torch.cat(chunks)

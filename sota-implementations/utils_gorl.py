@@ -139,12 +139,21 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(
             f"config key schedule.stage_frames has {len(frames)} entries but schedule.num_stages is {stages}."
         )
+    unroll = cfg.collector.unroll_length
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
+        raise ValueError(f"config key collector.unroll_length must be null (full episodes) or a positive integer, "
+                         f"got {unroll!r}.")
     per_iteration = frames_per_iteration(cfg)
     for i, f in enumerate(frames):
         if f < per_iteration:
             raise ValueError(
                 f"config key schedule.stage_frames[{i}] = {f} is less than one PPO iteration "
-                f"(collector.num_envs x {EPISODE_LENGTH} = {per_iteration} env steps)."
+                f"(collector.num_envs x {unroll_length(cfg)} = {per_iteration} env steps)."
+            )
+        if unroll is not None and f % per_iteration:
+            raise ValueError(
+                f"config key collector.unroll_length = {unroll}: one PPO iteration (collector.num_envs x "
+                f"unroll_length = {per_iteration} env steps) does not divide schedule.stage_frames[{i}] = {f}."
             )
     if per_iteration % cfg.ppo.num_minibatches:
         raise ValueError(
@@ -216,9 +225,20 @@ def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
                          f"got {base!r}: the clip range grows along the chain.")
 
 
+def unroll_length(cfg: DictConfig) -> int:
+    """Env steps per env in one PPO iteration: ``collector.unroll_length``, or one full episode (1000) when null."""
+    return cfg.collector.unroll_length or EPISODE_LENGTH
+
+
+def full_episode_batches(cfg: DictConfig) -> bool:
+    """Whether every batch resets and reseeds all envs (``collector.unroll_length: null``), which makes each batch
+    a function of its seed; otherwise the envs run on across batches (TorchRL's collector semantics)."""
+    return cfg.collector.unroll_length is None
+
+
 def frames_per_iteration(cfg: DictConfig) -> int:
-    """Every PPO iteration runs one full episode in each env."""
-    return cfg.collector.num_envs * EPISODE_LENGTH
+    """``collector.num_envs x unroll_length`` env steps per PPO iteration."""
+    return cfg.collector.num_envs * unroll_length(cfg)
 
 
 def iterations_per_stage(cfg: DictConfig) -> list[int]:
@@ -407,18 +427,24 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     common = dict(
         frames_per_batch=frames_per_iteration(cfg),
         total_frames=-1,
-        reset_at_each_iter=True,
+        reset_at_each_iter=full_episode_batches(cfg),
         policy_device=device,
         env_device=env_device,
         storing_device=device,
         auto_register_policy_transforms=False,
     )
     if cfg.collector.backend == "ray":
-        return make_ray_collector(cfg, env_maker(cfg, task, num_envs // workers, env_device), policy, **common)
-    if workers == 0:
-        return Collector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
-    create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
-    return Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
+        collector = make_ray_collector(cfg, env_maker(cfg, task, num_envs // workers, env_device), policy, **common)
+    elif workers == 0:
+        collector = Collector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
+    else:
+        create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
+        collector = Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
+    if not full_episode_batches(cfg):  # seeded once: the envs run on, and reseeding resets them
+        collector.set_seed(batch_seed(cfg.env.seed, 0, 0, kind=6))
+        if cfg.collector.backend != "ray":  # (Ray's workers, SeededCollector, do this themselves)
+            collector.reset()  # seeding reset the envs: the first observations must be those of the seeded resets
+    return collector
 
 
 def train_env_device(cfg: DictConfig, device: torch.device) -> torch.device:
@@ -484,7 +510,7 @@ def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], polic
     return collector
 
 
-def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictBase:
+def collect(collector, iterator, seed: int, device: torch.device, *, reseed_envs: bool = True) -> TensorDictBase:
     """Collects one batch as a function of ``seed`` alone: the envs are reseeded and the policy's
     sampling runs on a torch RNG seeded with ``seed`` (forked, so the training RNG is untouched).
 
@@ -492,12 +518,15 @@ def collect(collector, iterator, seed: int, device: torch.device) -> TensorDictB
     makes a resumed run see exactly the episodes of the uninterrupted one. With ``collector.backend=ray``
     each actor seeds its own sampling too (:class:`~torchrl_gorl.collectors.SeededCollector`); with local
     worker processes (``collector.num_workers > 0``) the sampling happens in the workers and is not covered.
+    ``reseed_envs=False`` (``collector.unroll_length`` set) leaves the running envs alone and seeds the sampling only.
+    Returns ``[num_envs, T]``: the multi-worker collectors' ``[workers, envs per worker, T]`` is flattened.
     """
-    collector.set_seed(seed)
+    if reseed_envs:
+        collector.set_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         data = next(iterator)
-    return data.reshape(-1, EPISODE_LENGTH) if data.batch_dims > 2 else data
+    return data.reshape(-1, data.shape[-1]) if data.batch_dims > 2 else data
 
 
 def batch_seed(base: int, stage: int, index: int, kind: int) -> int:
@@ -774,12 +803,20 @@ class EncoderRun:
         self.ppo.load_state_dict(saved["ppo"])
         self.progress, self.best_encoder = saved["progress"], saved["best_encoder"]
         self.progress.setdefault("wall_time_eval", 0.0)  # checkpoints written before evaluation time was kept apart
+        if not full_episode_batches(self.cfg):
+            log.warning("collector.unroll_length is set: the envs' physics state is not in the checkpoint, so the "
+                        "resumed run starts fresh episodes and does not repeat the uninterrupted run exactly.")
         self.logger.eval_rows = self.progress["eval_rows"]
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]
         set_rng_state(saved["rng"])
         self.collector.update_policy_weights_()
         log.info("resumed at stage %d, iteration %d", self.progress["stage"], self.progress["iteration"])
+
+    # -- collection
+    def collect(self, seed: int) -> TensorDictBase:
+        """The next ``[num_envs, T]`` batch (see :func:`collect`)."""
+        return collect(self.collector, self.batches, seed, self.device, reseed_envs=full_episode_batches(self.cfg))
 
     # -- evaluation
     def evaluate(self, stage: int, iteration: int) -> dict[str, float]:
@@ -835,7 +872,7 @@ class EncoderRun:
         for iteration in range(progress["iteration"], num_iterations):
             if iteration in evals:
                 self.evaluate(stage, iteration)
-            data = collect(self.collector, self.batches, batch_seed(self.seed, stage, iteration, kind=1), self.device)
+            data = self.collect(batch_seed(self.seed, stage, iteration, kind=1))
             metrics = {**train_episode_metrics(data), **self.ppo.update(data)}
             # statistics move after the update, so stored log-probs always match the collecting policy
             if self.ppo.observation_norm is not None:

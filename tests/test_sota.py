@@ -140,6 +140,11 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
         ("schedule.clip_epsilon=[0.2,1.5]", r"schedule.clip_epsilon\[1\] is out of range"),
         ("refit.max_samples=0", "refit.max_samples must be a positive integer"),
         ("checkpoint.interval_frames=-5", "checkpoint.interval_frames must be a non-negative integer"),
+        ("collector.unroll_length=0", "collector.unroll_length must be null"),
+        ("collector.unroll_length=300",
+         r"collector.unroll_length = 300: one PPO iteration \(collector.num_envs x unroll_length = 600 env steps\) "
+         r"does not divide schedule.stage_frames\[0\] = 4000"),
+        ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
@@ -194,6 +199,49 @@ def test_script_reports_bad_config_before_any_compute(tmp_path):
     assert result.returncode != 0
     assert "config key env.task: unknown task 'cheetah-walk'" in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _unrolled_batches(num_batches: int, *overrides: str):
+    from torchrl_gorl import make_gorl_policy
+
+    cfg = _compose("preset=smoke", "collector.unroll_length=400", *overrides)
+    utils_gorl.validate_config(cfg)
+    torch.manual_seed(0)
+    actor, _, _ = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+    policy = make_gorl_policy(actor, utils_gorl.make_decoder(cfg, 17, 6, "cpu", identity=True))
+    collector = utils_gorl.make_collector(cfg, "cheetah-run", policy, torch.device("cpu"))
+    batches = iter(collector)
+    out = [utils_gorl.collect(collector, batches, 100 + i, torch.device("cpu"), reseed_envs=False)
+           for i in range(num_batches)]
+    collector.shutdown()
+    return out
+
+
+def test_unrolled_batches_carry_the_envs_across_iterations():
+    """collector.unroll_length=T: num_envs x T steps per PPO iteration; the envs run on across batches and the
+    1000-step time limit is a truncation inside a batch, followed by a fresh episode (TorchRL's semantics)."""
+    first, second, third = _unrolled_batches(3)
+    assert first.batch_size == second.batch_size == torch.Size([2, 400])
+    steps = torch.cat([b["step_count"].squeeze(-1) for b in (first, second, third)], dim=1)
+    assert torch.equal(steps[:, :1000], torch.arange(1000).expand(2, 1000))  # no reset at the batch boundaries
+    assert torch.equal(steps[:, 1000:], torch.arange(200).expand(2, 200))  # a new episode after the time limit
+    truncated = torch.cat([b["next", "truncated"].squeeze(-1) for b in (first, second, third)], dim=1)
+    assert truncated[:, 999].all() and truncated.sum() == 2
+    assert not torch.cat([b["next", "terminated"] for b in (first, second, third)], dim=1).any()
+    assert torch.equal(second["observation"][:, 0], first["next", "observation"][:, -1])  # the same episode goes on
+    # the envs are seeded once, at construction, and each batch's sampling by its seed: a new run repeats it
+    again = _unrolled_batches(1)[0]
+    assert torch.equal(again["action"], first["action"]) and torch.equal(again["observation"], first["observation"])
+
+
+@pytest.mark.slow
+def test_unrolled_smoke_run_counts_every_env_step(tmp_path):
+    result = _run("gorl_ppo.py", tmp_path, "collector.unroll_length=500")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # 2 stages x 4 iterations x (2 envs x 500 steps), plus one iteration's worth (1000 steps) of decoder data
+    assert summary["frames_encoder"] == 8000 and summary["frames_decoder_data"] == 1000
+    assert summary["refits"][0]["rows"] == 1000 and len(_eval_rows(tmp_path)) == 6
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")

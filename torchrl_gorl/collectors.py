@@ -44,4 +44,7 @@ class SeededCollector(Collector):
 
     def set_seed(self, seed: int, static_seed: bool = False) -> int:
         torch.manual_seed(seed)
-        return super().set_seed(seed, static_seed=static_seed)
+        out = super().set_seed(seed, static_seed=static_seed)
+        if not self.reset_at_each_iter:  # seeding resets the envs: the observations the collector carries must follow
+            self.reset()
+        return out
