@@ -128,12 +128,9 @@ def _env_for(cfg, task_name: str, num_envs: int, env_device: torch.device):
     return _PLAYGROUND_ENVS[key]
 
 
-def throughput(env_backend: str, device: torch.device, *, num_envs: int, steps: int, batches: int, workers: int,
-               task: str, compile_policy: bool, cudagraph_policy: bool) -> dict:
-    """Collection rate of one collector configuration (see the module docstring)."""
+def _setup(env_backend: str, device: torch.device, num_envs: int, task: str, *, identity: bool):
+    """``preset=paper`` config, the GoRL policy on ``device`` (encoder and decoder) and where the envs live."""
     import utils_gorl as U
-    from torchrl.collectors import Collector
-    from torchrl.envs import EnvCreator
 
     from torchrl_gorl import make_gorl_policy
 
@@ -142,9 +139,20 @@ def throughput(env_backend: str, device: torch.device, *, num_envs: int, steps: 
     task_name = U.task_id(task)
     obs_dim, act_dim = U.env_dims(cfg, task_name)
     torch.manual_seed(0)
-    actor, _, _ = U.make_encoder(cfg, obs_dim, act_dim, device)
-    policy = make_gorl_policy(actor, U.make_decoder(cfg, obs_dim, act_dim, device))  # random: full 10-step cost
-    env_device = U.train_env_device(cfg, device)
+    actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
+    policy = make_gorl_policy(actor, U.make_decoder(cfg, obs_dim, act_dim, device, identity=identity))
+    return cfg, task_name, (obs_dim, act_dim), (actor, critic, norm), policy, U.train_env_device(cfg, device)
+
+
+def throughput(env_backend: str, device: torch.device, *, num_envs: int, steps: int, batches: int, workers: int,
+               task: str, compile_policy: bool, cudagraph_policy: bool) -> dict:
+    """Collection rate of one collector configuration (see the module docstring)."""
+    import utils_gorl as U
+    from torchrl.collectors import Collector
+    from torchrl.envs import EnvCreator
+
+    # a random decoder: the full 10-step cost of a trained one
+    cfg, task_name, _, _, policy, env_device = _setup(env_backend, device, num_envs, task, identity=False)
     common = dict(frames_per_batch=num_envs * steps, total_frames=-1, policy_device=device, env_device=env_device,
                   storing_device=device, auto_register_policy_transforms=False,
                   compile_policy={"warmup": 1} if compile_policy else None,
@@ -175,16 +183,8 @@ def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps:
     import utils_gorl as U
     from torchrl.collectors import Collector
 
-    from torchrl_gorl import make_gorl_policy
-
-    cfg = compose("preset=paper", f"env.task={task}", f"env.backend={env_backend}", f"collector.num_envs={num_envs}",
-                  f"device={device}")
-    task_name = U.task_id(task)
-    obs_dim, act_dim = U.env_dims(cfg, task_name)
-    torch.manual_seed(0)
-    actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
-    policy = make_gorl_policy(actor, U.make_decoder(cfg, obs_dim, act_dim, device, identity=True))
-    env_device = U.train_env_device(cfg, device)
+    cfg, task_name, dims, (actor, critic, norm), policy, env_device = _setup(env_backend, device, num_envs, task,
+                                                                            identity=True)
     env = _env_for(cfg, task_name, num_envs, env_device)
     collector = Collector(env or U.env_maker(cfg, task_name, num_envs, env_device)(), policy,
                           frames_per_batch=num_envs * steps, total_frames=-1, policy_device=device,
@@ -199,7 +199,7 @@ def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps:
     ppo.update(data.clone())
     _sync(device)
     seconds = time.perf_counter() - start
-    flops = update_flops(cfg, obs_dim, act_dim) * data.numel()
+    flops = update_flops(cfg, *dims) * data.numel()
     return {"update_s": seconds, "frames": data.numel(), "tflops": flops / seconds / 1e12}
 
 

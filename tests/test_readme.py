@@ -18,3 +18,26 @@ def test_readme_example_runs():
     assert torch.equal(data["action"], data["latent"])  # collected through the identity decoder
     decoder = namespace["decoder"]
     assert not torch.equal(decoder.decode(data["observation"], data["latent"]), data["latent"])  # refit moved it
+
+
+def test_every_option_in_the_readme_table_is_a_valid_config():
+    """Each row of the README's options table (`append | what it does`) composes and passes the start-up checks
+    (with the extras CI installs: Ray and MuJoCo Playground), so no documented command fails at start-up."""
+    import sys
+
+    from hydra import compose, initialize_config_dir
+
+    sota = README.parent / "sota-implementations"
+    sys.path.insert(0, str(sota))
+    import utils_gorl
+
+    table = README.read_text().split("| append | what it does |", 1)[1].split("\n\n", 1)[0]
+    rows = [re.match(r"\| `([^`]+)` \|", line) for line in table.splitlines()[1:]]
+    overrides = [row.group(1).split() for row in rows if row]
+    assert len(overrides) >= 8 and ["collector.backend=ray", "collector.num_workers=4"] in overrides
+    for option in overrides:
+        if option[0].startswith("checkpoint.resume") or option[0].startswith("device=cuda"):
+            continue  # need a checkpoint / a GPU: tested in test_sota.py and test_cuda.py
+        with initialize_config_dir(config_dir=str(sota / "config"), version_base="1.3"):
+            cfg = compose(config_name="gorl_ppo", overrides=option)
+        utils_gorl.validate_config(cfg)
