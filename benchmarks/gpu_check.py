@@ -40,8 +40,6 @@ import time
 import traceback
 import warnings
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # nothing renders; keeps dm_control's GLFW probe quiet
-
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -265,7 +263,8 @@ def main() -> None:
     parser.add_argument("--task", default="CheetahRun")
     parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "smoke", "dm_control", "playground", "update"])
     parser.add_argument("--budget-s", type=float, default=450,
-                        help="throughput rows not started after this many seconds are skipped (and listed)")
+                        help="sections not started within this many seconds are skipped (and listed); the tests and "
+                             "smoke runs get at most the time left")
     parser.add_argument("--out", default=None, help="report path (default benchmarks/results/gpu_check_<device>.md)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -284,9 +283,23 @@ def main() -> None:
     results["machine"] = machine(device)
     print(json.dumps(results["machine"]), flush=True)
 
+    def left() -> float:
+        return args.budget_s - (time.perf_counter() - begin)
+
+    def save() -> None:  # after every section: a run cut short by its time limit still leaves a report
+        results["total_s"] = time.perf_counter() - begin
+        out.write_text(report_md(results))
+
+    def skipped() -> dict | None:
+        return {"error": f"skipped: past --budget-s {args.budget_s:.0f}"} if left() < 20 else None
+
+    save()
     if "tests" not in args.skip:
-        guarded(results, "cuda_tests", cuda_tests, timeout=240)
+        results["cuda_tests"] = skipped() or {}
+        if not results["cuda_tests"]:
+            guarded(results, "cuda_tests", cuda_tests, timeout=min(240, left()))
         print("cuda tests:", results["cuda_tests"].get("summary", results["cuda_tests"]), flush=True)
+        save()
     backends = [b for b in ("dm_control", "playground") if b not in args.skip]
     if "playground" in backends and not has_playground():
         backends.remove("playground")
@@ -295,8 +308,11 @@ def main() -> None:
         results["smoke"] = {}
         for backend in backends:
             extra = [f"env.backend={backend}"] + (["env.task=CheetahRun"] if backend == "playground" else [])
-            guarded(results["smoke"], backend, smoke_run, device, 300, *extra)
+            results["smoke"][backend] = skipped()
+            if results["smoke"][backend] is None:
+                guarded(results["smoke"], backend, smoke_run, device, min(300, left()), *extra)
             print(f"smoke {backend}:", results["smoke"][backend], flush=True)
+            save()
 
     variants = {"plain": (False, False), "compile_policy": (True, False)}
     if device.type == "cuda":
@@ -304,28 +320,26 @@ def main() -> None:
     results["throughput"], results["update"] = [], {}
     for backend in backends:
         if "update" not in args.skip:
-            guarded(results["update"], backend, update_time, backend, device, num_envs=args.num_envs, steps=args.steps,
-                    task=args.task)
+            results["update"][backend] = skipped()
+            if results["update"][backend] is None:
+                guarded(results["update"], backend, update_time, backend, device, num_envs=args.num_envs,
+                        steps=args.steps, task=args.task)
             print(f"update {backend}:", {k: v for k, v in results["update"][backend].items() if k != "traceback"}, flush=True)
+            save()
         for name, (comp, graph) in variants.items():
-            row = {"env_backend": backend, "variant": name}
-            if time.perf_counter() - begin > args.budget_s:
-                row["error"] = f"skipped: past --budget-s {args.budget_s:.0f}"
-                results["throughput"].append(row)
-                continue
-            guarded(row, "m", throughput, backend, device, num_envs=args.num_envs, steps=args.steps,
-                    batches=args.batches, workers=workers if backend == "dm_control" else 1, task=args.task,
-                    compile_policy=comp, cudagraph_policy=graph)
-            row.update(row.pop("m"))
+            row = {"env_backend": backend, "variant": name, **(skipped() or {})}
+            if "error" not in row:
+                guarded(row, "m", throughput, backend, device, num_envs=args.num_envs, steps=args.steps,
+                        batches=args.batches, workers=workers if backend == "dm_control" else 1, task=args.task,
+                        compile_policy=comp, cudagraph_policy=graph)
+                row.update(row.pop("m"))
             update = results["update"].get(backend, {})
             if "fps" in row and "update_s" in update:
                 collect_s = update["frames"] / row["fps"]
                 row["whole_fps"] = update["frames"] / (collect_s + update["update_s"])
             results["throughput"].append(row)
             print(f"throughput {backend} {name}:", {k: v for k, v in row.items() if k != "traceback"}, flush=True)
-
-    results["total_s"] = time.perf_counter() - begin
-    out.write_text(report_md(results))
+            save()
     print(f"report: {out} ({results['total_s']:.0f} s)")
 
 

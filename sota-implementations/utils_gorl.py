@@ -73,8 +73,10 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         resolve_playground_task(cfg.env.task) if playground else resolve_task(cfg.env.task)
     except ValueError as err:
         raise ValueError(f"config key env.task: {err}") from None
-    if playground:
-        choice(cfg, "env.playground_impl", list(PLAYGROUND_IMPLS))
+    if playground and choice(cfg, "env.playground_impl", list(PLAYGROUND_IMPLS)) == "warp" \
+            and importlib.util.find_spec("warp") is None:
+        raise ValueError(f"config key env.playground_impl=warp needs MuJoCo Warp (warp-lang): {INSTALL_HINT}, "
+                         "or env.playground_impl=jax (MJX).")
     if cfg.env.gamma is not None and not 0 < cfg.env.gamma <= 1:
         raise ValueError(f"config key env.gamma must be in (0, 1], got {cfg.env.gamma!r}.")
     positive_float(cfg, "env.reward_scale")
@@ -296,8 +298,15 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
+#: when :func:`setup` began: the start of the run's wall-clock (None outside a script)
+RUN_STARTED: float | None = None
+
+
 def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, dict[str, Any] | None]:
-    """Checks the config, sets threads and seeds; returns the device, task, discount and the checkpoint to resume."""
+    """Checks the config, sets threads and seeds; returns the device, task, discount and the checkpoint to resume.
+    Starts the run's clock: the training wall time counts start-up (env builds, physics compiles, Ray) too."""
+    global RUN_STARTED
+    RUN_STARTED = time.time()
     quiet_logs()
     validate_config(cfg, method=method)
     set_threads(cfg.num_threads)
@@ -415,10 +424,11 @@ def decoder_data(cfg: DictConfig, data: TensorDictBase, ppo: PPOUpdate) -> Tenso
 
 # --------------------------------------------------------------------------- collection
 def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
-    """A collector that runs one full episode per env per batch, resetting every env at each batch.
+    """A collector of ``num_envs x unroll_length`` env steps per batch.
 
-    Resetting at every batch (after reseeding, see :func:`collect`) makes each batch a function of
-    the policy, the seed and the RNG state alone, which is what makes resumed runs exact.
+    With ``collector.unroll_length: null`` every batch is one full episode per env, all envs reset (after
+    reseeding, see :func:`collect`) at each batch, which makes each batch a function of the policy and the seed
+    alone: that is what makes resumed runs exact. With ``unroll_length=T`` the envs are seeded once and run on.
     ``collector.backend=local`` collects in this process (``num_workers=0``) or in TorchRL's
     multi-process sync collector; ``ray`` in ``num_workers`` Ray actors (:func:`make_ray_collector`).
     """
@@ -442,7 +452,7 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
         collector = Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
     if not full_episode_batches(cfg):  # seeded once: the envs run on, and reseeding resets them
         collector.set_seed(batch_seed(cfg.env.seed, 0, 0, kind=6))
-        if cfg.collector.backend != "ray":  # (Ray's workers, SeededCollector, do this themselves)
+        if cfg.collector.backend == "local" and workers == 0:  # (the multi-process and Ray workers reset themselves)
             collector.reset()  # seeding reset the envs: the first observations must be those of the seeded resets
     return collector
 
@@ -460,7 +470,7 @@ def make_eval_env(cfg: DictConfig, task: str, device: torch.device) -> EnvBase:
 def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], policy, **common: Any):
     """``collector.num_workers`` Ray actors, each a collector stepping ``num_envs / num_workers`` envs, through
     TorchRL's ``Collector(..., backend="ray")`` (:class:`~torchrl.collectors.distributed.RayCollector`). Its sync
-    mode stacks the workers' batches; :func:`collect` reshapes them to ``[num_envs, 1000]`` as the local ones.
+    mode stacks the workers' batches; :func:`collect` reshapes them to ``[num_envs, T]`` as the local ones.
 
     * Ray: started on this machine (``num_cpus = num_workers``, no dashboard, the workers' output kept in Ray's
       session logs, ``/tmp/ray/session_latest/logs``) unless this process already runs Ray or
@@ -515,9 +525,9 @@ def collect(collector, iterator, seed: int, device: torch.device, *, reseed_envs
     sampling runs on a torch RNG seeded with ``seed`` (forked, so the training RNG is untouched).
 
     A freshly built collector consumes the RNG differently on its first batch; seeding each batch
-    makes a resumed run see exactly the episodes of the uninterrupted one. With ``collector.backend=ray``
-    each actor seeds its own sampling too (:class:`~torchrl_gorl.collectors.SeededCollector`); with local
-    worker processes (``collector.num_workers > 0``) the sampling happens in the workers and is not covered.
+    makes a resumed run see exactly the episodes of the uninterrupted one. Worker processes seed their own
+    sampling from it too: TorchRL's multi-process collector does (``torch.manual_seed`` in each worker), and so do
+    the Ray actors (:class:`~torchrl_gorl.collectors.SeededCollector`).
     ``reseed_envs=False`` (``collector.unroll_length`` set) leaves the running envs alone and seeds the sampling only.
     Returns ``[num_envs, T]``: the multi-worker collectors' ``[workers, envs per worker, T]`` is flattened.
     """
@@ -722,6 +732,11 @@ def resolve_gamma(cfg: DictConfig) -> float:
 
 #: config groups a resumed run may change: they do not change what is computed
 RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
+#: settings that do not change what is computed (a restarted cluster has a new head address)
+RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
+#: keys added after checkpoints were first written, with the value that an older checkpoint's run had
+ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
+              "collector.ray_address": None, "collector.unroll_length": None}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
@@ -739,9 +754,9 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
     if saved["dims"] != [obs_dim, act_dim]:
         raise ValueError(f"config key env.task: checkpoint dims {saved['dims']} != this task's {[obs_dim, act_dim]}.")
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    then = _flat(saved["config"])
+    then = {**ADDED_KEYS, **_flat(saved["config"])}
     for key in sorted(set(now) | set(then)):
-        if key.split(".")[0] in RESUME_FREE or key == "ppo.num_threads":
+        if key.split(".")[0] in RESUME_FREE or key in RESUME_FREE_KEYS:
             continue
         if now.get(key) != then.get(key):
             raise ValueError(f"config key {key} = {now.get(key)!r} does not match the resumed checkpoint's {then.get(key)!r}.")
@@ -768,7 +783,7 @@ class EncoderRun:
         self.logger = RunLogger(cfg, algo, task)
         set_rng_state(rng)  # logging backends (wandb) draw random numbers: results must not depend on them
         self.logger.eval_rows = self.progress["eval_rows"]  # one list: checkpoints carry the history
-        self.start = time.time()
+        self.start = RUN_STARTED or time.time()
         self.last_checkpoint = 0
         self.pbar = None
 

@@ -19,7 +19,7 @@ def _cfg(*overrides: str):
         return compose(config_name="gorl_ppo", overrides=["preset=smoke", *overrides])
 
 
-def _collect_and_update(device: torch.device):
+def _setup(device: torch.device):
     import utils_gorl as U
 
     from torchrl_gorl import make_gorl_policy
@@ -28,25 +28,32 @@ def _collect_and_update(device: torch.device):
     torch.manual_seed(0)
     actor, critic, norm = U.make_encoder(cfg, 17, 6, device)
     policy = make_gorl_policy(actor, U.make_decoder(cfg, 17, 6, device, identity=True))
-    collector = U.make_collector(cfg, "cheetah-run", policy, device)
-    data = U.collect(collector, iter(collector), seed=3, device=device)
-    collector.shutdown()
-    ppo = U.PPOUpdate(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
-    metrics = ppo.update(data.clone())
-    return data, metrics, actor
+    return U, cfg, actor, critic, norm, policy
 
 
 def test_collection_with_the_policy_on_cuda_and_envs_on_cpu():
-    data, _, _ = _collect_and_update(torch.device("cuda"))
+    U, cfg, _, _, _, policy = _setup(torch.device("cuda"))
+    collector = U.make_collector(cfg, "cheetah-run", policy, torch.device("cuda"))
+    data = U.collect(collector, iter(collector), seed=3, device=torch.device("cuda"))
+    collector.shutdown()
     assert data.device.type == "cuda" and data.batch_size == torch.Size([2, 1000])
     assert torch.isfinite(data["action"]).all() and data["next", "truncated"][:, -1].all()
+    assert not data["next", "truncated"][:, :-1].any()
 
 
 def test_ppo_update_on_cuda_matches_cpu():
-    """Same seed, same envs: the rollout observations agree, and one PPO update lands on close weights."""
-    cpu_data, cpu_metrics, cpu_actor = _collect_and_update(torch.device("cpu"))
-    gpu_data, gpu_metrics, gpu_actor = _collect_and_update(torch.device("cuda"))
-    torch.testing.assert_close(gpu_data["observation"][:, :50].cpu(), cpu_data["observation"][:, :50], atol=1e-4, rtol=1e-4)
-    for (name, p_cpu), p_gpu in zip(cpu_actor.named_parameters(), gpu_actor.parameters()):
-        torch.testing.assert_close(p_gpu.detach().cpu(), p_cpu.detach(), atol=5e-3, rtol=5e-2, msg=name)
-    assert abs(gpu_metrics["train/loss_critic"] - cpu_metrics["train/loss_critic"]) < 0.1 * abs(cpu_metrics["train/loss_critic"]) + 1e-3
+    """One CPU batch, the same initial weights: a PPO update (GAE, clipped loss, Adam) lands on close weights on
+    both devices. (The data is collected once: CPU and CUDA draw different random numbers from one seed.)"""
+    U, cfg, actor, critic, norm, policy = _setup(torch.device("cpu"))
+    collector = U.make_collector(cfg, "cheetah-run", policy, torch.device("cpu"))
+    data = U.collect(collector, iter(collector), seed=3, device=torch.device("cpu"))
+    collector.shutdown()
+    results = {}
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        U, cfg, actor, critic, norm, _ = _setup(device)
+        metrics = U.PPOUpdate(cfg, actor, critic, U.resolve_gamma(cfg), device, norm).update(data.clone().to(device))
+        results[device.type] = metrics, {k: v.detach().cpu() for k, v in actor.state_dict().items()}
+    (cpu_metrics, cpu_actor), (gpu_metrics, gpu_actor) = results["cpu"], results["cuda"]
+    for name, value in cpu_actor.items():
+        torch.testing.assert_close(gpu_actor[name], value, atol=1e-3, rtol=1e-2, msg=name)
+    assert gpu_metrics["train/loss_critic"] == pytest.approx(cpu_metrics["train/loss_critic"], rel=1e-2, abs=1e-4)

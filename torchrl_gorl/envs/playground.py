@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import warnings
 
 import torch
 from tensordict import TensorDictBase
@@ -89,6 +90,13 @@ def resolve_playground_task(name: str) -> str:
         f"unknown MuJoCo Playground task {name!r} (only Playground's dm_control-suite ports are supported); "
         f"accepted names: {', '.join(accepted)}."
     )
+
+
+def preallocation_off() -> None:
+    """JAX takes 75% of a GPU's memory when its GPU client starts, which would leave torch (and every other
+    process's JAX: collector workers, Ray actors) the rest. Must run before JAX first touches its backend; a
+    value the user set is kept."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def resolve_impl(impl: str = "auto") -> str:
@@ -231,11 +239,18 @@ def make_playground_env(
         raise ValueError(f"impl must be one of {list(PLAYGROUND_IMPLS)}, got {impl!r}.")
     if not playground_available():
         raise ModuleNotFoundError(f"MuJoCo Playground envs need the [playground] extra: {INSTALL_HINT}.")
+    if impl == "warp" and importlib.util.find_spec("warp") is None:
+        raise ModuleNotFoundError(f"impl='warp' needs MuJoCo Warp (warp-lang, in the [playground] extra: "
+                                  f"{INSTALL_HINT}); impl='jax' runs MJX without it.")
+    preallocation_off()  # before anything starts JAX's GPU client (resolve_impl does)
     impl = resolve_impl(impl)
     device = torch.device("cpu" if device is None else device)
-    if device.type == "cuda":
-        # JAX would otherwise take 75% of the GPU's memory at start-up, leaving torch the rest
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+
+    if device.type == "cuda" and jax.default_backend() == "cpu":
+        warnings.warn("make_playground_env(device='cuda') with a CPU-only JAX: the physics runs on the CPU and the "
+                      "tensors cross to the GPU at every step; for GPU physics install JAX's CUDA build "
+                      "(pip install \"jax[cuda12]==0.10.2\").", stacklevel=2)
     base = PlaygroundEnv(name, batch_size=[num_envs], device=device, config_overrides={"impl": impl})
     env = TransformedEnv(
         base, Compose(TanhActionTransform(), InitTracker(), StepCounter(max_steps=max_steps), RewardSum())
