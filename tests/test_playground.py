@@ -265,3 +265,31 @@ def test_auto_impl_is_warp_only_on_a_jax_gpu_with_warp_installed(monkeypatch, ba
     assert resolve_impl("jax") == "jax" and resolve_impl("warp") == "warp"
     with pytest.raises(ValueError, match="impl must be one of"):
         resolve_impl("mjx")
+
+
+def test_jax_gpu_preallocation_is_off_before_jax_starts(monkeypatch):
+    """JAX reads XLA_PYTHON_CLIENT_PREALLOCATE once, when its backend starts (resolve_impl's first question): it must
+    be set by then, or JAX takes 75% of a GPU from torch and from the other processes' JAX."""
+    from torchrl_gorl.envs import playground
+
+    seen = {}
+
+    def first_jax_call(impl):
+        seen["value"] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")
+        raise RuntimeError("stop here")
+
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.setattr(playground, "resolve_impl", first_jax_call)
+    with pytest.raises(RuntimeError, match="stop here"):
+        make_playground_env("CheetahRun", 1)
+    assert seen["value"] == "false"
+
+
+def test_warp_impl_without_warp_names_the_key(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "warp" else find_spec(name, *a))
+    cfg = _compose("env.backend=playground", "env.playground_impl=warp")
+    with pytest.raises(ValueError, match=r"config key env.playground_impl=warp needs MuJoCo Warp"):
+        utils_gorl.validate_config(cfg)
+    with pytest.raises(ModuleNotFoundError, match="impl='warp' needs MuJoCo Warp"):
+        make_playground_env("CheetahRun", 1, impl="warp")

@@ -361,3 +361,17 @@ def test_offline_script_names_a_missing_dataset(tmp_path):
     cmd = [sys.executable, str(SOTA / "gmpo.py"), f"dataset.paths=[{tmp_path / 'nowhere'}]", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0 and "config key dataset.paths: no dataset at" in result.stderr
+
+
+def test_resume_accepts_checkpoints_from_before_the_new_keys_and_a_moved_ray_cluster(smoke_run):
+    """Keys added later (env.backend, collector.backend, ...) read as their defaults in an older checkpoint; the
+    Ray address is where the cluster is, not what the run computes."""
+    saved = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
+    for group, key in (("env", "backend"), ("env", "playground_impl"), ("collector", "backend"),
+                       ("collector", "ray_address"), ("collector", "unroll_length")):
+        del saved["config"][group][key]
+    utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 17, 6)
+    saved["config"]["collector"]["ray_address"] = "10.0.0.1:6379"
+    utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 17, 6)
+    with pytest.raises(ValueError, match="collector.unroll_length = 500 does not match the resumed checkpoint's None"):
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "collector.unroll_length=500"), saved, 17, 6)
