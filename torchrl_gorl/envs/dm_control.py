@@ -64,6 +64,20 @@ def _known_tasks() -> set[tuple[str, str]]:
     return set(suite.ALL_TASKS)
 
 
+def split_task_name(name: str, known: set[tuple[str, str]]) -> tuple[str, str] | None:
+    """The ``(domain, task)`` of ``known`` that ``"cheetah-run"``, ``"cheetah/run"``, ``"cheetah:run"`` or
+    ``"ball_in_cup_catch"`` (every split on underscores is tried) names, or ``None``."""
+    for sep in ("-", "/", ":"):
+        domain, found, task = name.partition(sep)
+        if found and (domain, task) in known:
+            return domain, task
+    for match in re.finditer("_", name):
+        pair = (name[: match.start()], name[match.end() :])
+        if pair in known:
+            return pair
+    return None
+
+
 def resolve_task(name: str) -> tuple[str, str]:
     """Maps ``"cheetah-run"``, ``"cheetah_run"``, ``"cheetah/run"`` or the paper's ``"CheetahRun"`` (any MuJoCo
     Playground dm_control-suite name, e.g. ``"PointMass"``) to ``("cheetah", "run")``.
@@ -79,16 +93,9 @@ def resolve_task(name: str) -> tuple[str, str]:
     if name in PLAYGROUND_TASKS:
         return PLAYGROUND_TASKS[name]
     known = _known_tasks()
-    for sep in ("-", "/", ":"):
-        if sep in name:
-            domain, _, task = name.partition(sep)
-            if (domain, task) in known:
-                return domain, task
-    # "ball_in_cup_catch": try every split on underscores
-    for match in re.finditer("_", name):
-        domain, task = name[: match.start()], name[match.end() :]
-        if (domain, task) in known:
-            return domain, task
+    pair = split_task_name(name, known)
+    if pair is not None:
+        return pair
     accepted = sorted(PAPER_TASKS) + sorted(f"{d}-{t}" for d, t in known)
     raise ValueError(f"unknown task {name!r}; accepted names: {', '.join(accepted)}.")
 

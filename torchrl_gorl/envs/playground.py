@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import warnings
 
 import torch
@@ -22,7 +21,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-from torchrl_gorl.envs.dm_control import EPISODE_LENGTH
+from torchrl_gorl.envs.dm_control import EPISODE_LENGTH, split_task_name
 from torchrl_gorl.envs.transforms import TanhActionTransform
 
 #: Every dm_control-suite env of ``playground==0.2.0`` and its dm_control ``(domain, task)``.
@@ -77,14 +76,9 @@ def resolve_playground_task(name: str) -> str:
         raise ValueError(f"task must be a string, got {name!r}.")
     if name in PLAYGROUND_TASKS:
         return name
-    for sep in ("-", "/", ":"):
-        domain, found, task = name.partition(sep)
-        if found and (domain, task) in _BY_DM_CONTROL:
-            return _BY_DM_CONTROL[domain, task]
-    for match in re.finditer("_", name):  # "ball_in_cup_catch": try every split on underscores
-        pair = (name[: match.start()], name[match.end() :])
-        if pair in _BY_DM_CONTROL:
-            return _BY_DM_CONTROL[pair]
+    pair = split_task_name(name, set(_BY_DM_CONTROL))
+    if pair is not None:
+        return _BY_DM_CONTROL[pair]
     accepted = sorted(PLAYGROUND_TASKS) + sorted(f"{d}-{t}" for d, t in _BY_DM_CONTROL)
     raise ValueError(
         f"unknown MuJoCo Playground task {name!r} (only Playground's dm_control-suite ports are supported); "
