@@ -337,8 +337,8 @@ def env_maker(cfg: DictConfig, task: str, num_envs: int, device: torch.device | 
     if cfg.env.backend == "playground":
         from torchrl_gorl.envs.playground import make_playground_env
 
-        return functools.partial(make_playground_env, cfg.env.task, num_envs, impl=cfg.env.playground_impl,
-                                 device=device)
+        # ``task`` ("cheetah-run", "point_mass-easy") maps back to its Playground port
+        return functools.partial(make_playground_env, task, num_envs, impl=cfg.env.playground_impl, device=device)
     return functools.partial(make_env, task, num_envs, backend=cfg.collector.env_backend)
 
 

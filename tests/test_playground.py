@@ -293,3 +293,9 @@ def test_warp_impl_without_warp_names_the_key(monkeypatch):
         utils_gorl.validate_config(cfg)
     with pytest.raises(ModuleNotFoundError, match="impl='warp' needs MuJoCo Warp"):
         make_playground_env("CheetahRun", 1, impl="warp")
+
+
+def test_run_task_ids_map_back_to_their_playground_port():
+    """The scripts build Playground envs from the run's ``task_id`` ("cheetah-run", "point_mass-easy"): every port's
+    id must resolve to that same port."""
+    assert all(resolve_playground_task(task_id(name)) == name for name in PLAYGROUND_TASKS)

@@ -229,8 +229,6 @@ def make_playground_env(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
-    if impl not in PLAYGROUND_IMPLS:
-        raise ValueError(f"impl must be one of {list(PLAYGROUND_IMPLS)}, got {impl!r}.")
     if not playground_available():
         raise ModuleNotFoundError(f"MuJoCo Playground envs need the [playground] extra: {INSTALL_HINT}.")
     if impl == "warp" and importlib.util.find_spec("warp") is None:
