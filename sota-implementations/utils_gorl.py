@@ -558,7 +558,10 @@ class PPOUpdate:
                  observation_norm: ObservationNormalizer | None = None, loss=None) -> None:
         self.cfg = cfg
         self.actor, self.critic, self.observation_norm = actor, critic, observation_norm
-        self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False, device=device)
+        # values come from `critic_values` (one critic pass per batch, not two): GAE only reads them.
+        # vectorized: TorchRL 0.14.1's default (None) runs a Python loop over time steps, ~15x slower
+        self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=None, average_gae=False,
+                       vectorized=True, device=device)
         self.prior = None
         if loss is None:
             loss = make_latent_ppo_loss(
@@ -574,7 +577,7 @@ class PPOUpdate:
                                          mode=cfg.ppo.latent_prior)
         self.loss = loss
         self.params = [*actor.parameters(), *critic.parameters()]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.ppo.lr)
+        self.optimizer = self._adam()
         size = frames_per_iteration(cfg)
         self.buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(size, device=device),
@@ -590,7 +593,34 @@ class PPOUpdate:
         self.max_grad_norm = hparams["max_grad_norm"]
 
     def reset_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.ppo.lr)
+        self.optimizer = self._adam()
+
+    def _adam(self) -> torch.optim.Adam:
+        # fused: one kernel for all parameters, 4x faster than foreach on 2 CPU cores (benchmarks/train_throughput.py)
+        return torch.optim.Adam(self.params, lr=self.cfg.ppo.lr, fused=True)
+
+    @torch.no_grad()
+    def critic_values(self, data: TensorDictBase) -> TensorDictBase:
+        """Writes the critic's ``"state_value"`` and ``("next", "state_value")`` into a ``[..., T]`` batch.
+
+        TorchRL's GAE calls the critic on every observation and every next observation. Inside a trajectory the
+        next observation is the following step's observation, so its value is read from the same pass; the critic
+        runs again only where the next observation is not the following row: after a done (truncation included)
+        and at the last step of the batch. That halves the evaluation cost of GAE with the same values.
+        """
+        in_keys = self.critic.in_keys
+        value = self.critic(data.select(*in_keys)).get("state_value")
+        fresh = data.get(("next", "done")).squeeze(-1).clone()
+        fresh[..., -1] = True
+        next_value = torch.cat([value[..., 1:, :], value[..., -1:, :]], dim=-2)
+        next_value[fresh] = self.critic(data.get("next")[fresh].select(*in_keys)).get("state_value")
+        data.set("state_value", value)
+        data.set(("next", "state_value"), next_value)
+        return data
+
+    def gae_(self, data: TensorDictBase) -> TensorDictBase:
+        """GAE advantages and value targets of a ``[..., T]`` batch under the current critic, in place."""
+        return self.gae(self.critic_values(data))
 
     def update(self, data: TensorDictBase) -> dict[str, float]:
         """PPO epochs on one batch ``[num_envs, T]``; rewards are scaled here, the env's stay raw.
@@ -611,8 +641,7 @@ class PPOUpdate:
         totals: dict[str, torch.Tensor] = {}
         count = 0
         for _ in range(self.cfg.ppo.epochs):
-            with torch.no_grad():
-                self.gae(data)  # recomputed every epoch with the current critic
+            self.gae_(data)  # recomputed every epoch with the current critic
             self.buffer.extend(data.reshape(-1))
             for batch in self.buffer:
                 out = self.loss(batch)
@@ -638,7 +667,7 @@ class PPOUpdate:
         """GAE advantages of a batch under the current critic, rewards scaled as in the update."""
         data = data.select("observation", "next", "state_value", strict=False).clone(False)
         data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
-        return self.gae(data).get("advantage")
+        return self.gae_(data).get("advantage")
 
     def state_dict(self) -> dict[str, Any]:
         # the sampler pre-draws its next permutation at the end of an epoch: part of the RNG stream

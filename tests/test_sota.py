@@ -234,6 +234,27 @@ def test_unrolled_batches_carry_the_envs_across_iterations():
     assert torch.equal(again["action"], first["action"]) and torch.equal(again["observation"], first["observation"])
 
 
+def test_single_pass_critic_values_match_torchrl_gae():
+    """PPOUpdate's GAE reads the next value from the following row inside a trajectory and calls the critic only
+    after a done and at the batch's end: it gives TorchRL's two-pass GAE, also across a truncation in the batch."""
+    from torchrl.objectives.value import GAE
+
+    cfg = _compose("preset=smoke", "collector.unroll_length=400")
+    _, _, third = _unrolled_batches(3)  # the time limit (step 1000) falls inside this batch
+    assert third["next", "done"].any()
+    torch.manual_seed(0)
+    actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+    norm.update(third["observation"])  # a non-trivial normaliser: values depend on it
+    ppo = utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+    ours = ppo.gae_(third.clone())
+    theirs = GAE(gamma=0.99, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False)(third.clone())
+    for key in ("state_value", ("next", "state_value"), "advantage", "value_target"):
+        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-5)
+    done = third["next", "done"].squeeze(-1)
+    # after the truncation the next value is the final observation's, not the reset observation's
+    assert not torch.allclose(ours["next", "state_value"][done], ours["state_value"][:, 1:][done[:, :-1]])
+
+
 @pytest.mark.slow
 def test_unrolled_smoke_run_counts_every_env_step(tmp_path):
     result = _run("gorl_ppo.py", tmp_path, "collector.unroll_length=500")
