@@ -30,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "results" / "learning"
+RESULTS = ROOT / "results" / "learning"  # --results NAME: results/NAME, runs in outputs/NAME
+OUTPUTS = ROOT / "outputs" / "learning"
 METHODS = {
     "gorl_flow": ("gorl_ppo.py", ["decoder.type=flow"]),
     "gorl_diffusion": ("gorl_ppo.py", ["decoder.type=diffusion"]),
@@ -62,7 +63,7 @@ COLLAPSE_FRACTION, COLLAPSE_MIN_BEST, CFM_BLOW_UP = 0.1, 100.0, 10.0
 
 
 def run_dir_of(task: str, method: str, seed: int) -> pathlib.Path:
-    return ROOT / "outputs" / "learning" / task / method / f"seed{seed}"
+    return OUTPUTS / task / method / f"seed{seed}"
 
 
 # checkpoints inside stages too, so an interrupted run loses at most this many encoder steps; results do not
@@ -147,11 +148,11 @@ def env_steps_reached(run_dir: pathlib.Path) -> float:
 
 def status() -> None:
     """Env steps reached by each run in outputs/learning/ (from its CSV logs), finished or not."""
-    for run_dir in sorted(d for d in (ROOT / "outputs" / "learning").glob("*/*/seed*") if d.is_dir()):
+    for run_dir in sorted(d for d in OUTPUTS.glob("*/*/seed*") if d.is_dir()):
         done = (run_dir / "summary.json").exists() and not unfinished(run_dir)
         state = "finished" if done else "running or interrupted"
         steps = env_steps_reached(run_dir) / 1e6
-        print(f"{run_dir.relative_to(ROOT / 'outputs' / 'learning')}: {steps:.2f}M env steps, {state}")
+        print(f"{run_dir.relative_to(OUTPUTS)}: {steps:.2f}M env steps, {state}")
 
 
 def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
@@ -448,6 +449,8 @@ def main() -> None:
     run.add_argument("--preset", default="cpu")
     run.add_argument("--jobs", type=int, default=1, help="runs at a time (one core each)")
     run.add_argument("--rerun", action="store_true", help="run again what is saved, start interrupted runs afresh")
+    run.add_argument("--results", default="learning",
+                     help="save to results/NAME (runs in outputs/NAME); only results/learning feeds docs/results.md")
     run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
     sub.add_parser("status", help="env steps reached by each run in outputs/learning/")
@@ -471,6 +474,9 @@ def main() -> None:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
+    if getattr(args, "results", "learning") != "learning":
+        global RESULTS, OUTPUTS
+        RESULTS, OUTPUTS = ROOT / "results" / args.results, ROOT / "outputs" / args.results
     if args.command == "table":
         make_table()
         return
@@ -490,7 +496,8 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         for outcome in pool.map(lambda g: run_one(*g, args.preset, args.overrides, args.rerun), grid):
             print(outcome, flush=True)
-    make_table()
+    if RESULTS == ROOT / "results" / "learning":
+        make_table()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from config_checks import choice, int_list, positive_float, positive_int
+from torchrl_gorl.collectors import ResumableCollector, SeededCollector
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
 from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available, resolve_playground_task
@@ -428,7 +429,9 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
 
     With ``collector.unroll_length: null`` every batch is one full episode per env, all envs reset (after
     reseeding, see :func:`collect`) at each batch, which makes each batch a function of the policy and the seed
-    alone: that is what makes resumed runs exact. With ``unroll_length=T`` the envs are seeded once and run on.
+    alone: that is what makes resumed runs exact. With ``unroll_length=T`` the envs are seeded once and run on;
+    resumed runs are exact through the collector's state dict (:class:`~torchrl_gorl.collectors.ResumableCollector`:
+    the carried observations, the envs' physics and random states, and each worker's sampling RNG).
     ``collector.backend=local`` collects in this process (``num_workers=0``) or in TorchRL's
     multi-process sync collector; ``ray`` in ``num_workers`` Ray actors (:func:`make_ray_collector`).
     """
@@ -446,10 +449,11 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     if cfg.collector.backend == "ray":
         collector = make_ray_collector(cfg, env_maker(cfg, task, num_envs // workers, env_device), policy, **common)
     elif workers == 0:
-        collector = Collector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
-    else:
+        collector = ResumableCollector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
+    else:  # workers own their process: their state dicts carry their sampling RNG too
         create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
-        collector = Collector([create] * workers, policy, num_collectors=workers, sync=True, **common)
+        collector = Collector([create] * workers, policy, num_collectors=workers, sync=True,
+                              collector_class=SeededCollector, **common)
     if not full_episode_batches(cfg):  # seeded once: the envs run on, and reseeding resets them
         collector.set_seed(batch_seed(cfg.env.seed, 0, 0, kind=6))
         if cfg.collector.backend == "local" and workers == 0:  # (the multi-process and Ray workers reset themselves)
@@ -487,7 +491,6 @@ def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], polic
     """
     import sys
 
-    from torchrl_gorl.collectors import SeededCollector
 
     workers, address = cfg.collector.num_workers, cfg.collector.ray_address
     quiet = {"logging_level": "warning", "log_to_driver": False}  # actor reprs would flood the console
@@ -834,6 +837,8 @@ class EncoderRun:
             "decoder": None if self.decoder is None else self.decoder.state_dict(),
             "ppo": self.ppo.state_dict(), "best_encoder": self.best_encoder, "progress": self.progress,
             "rng": get_rng_state(),
+            # running envs (unroll mode): physics, task RNGs, carried observations, the workers' sampling RNGs
+            "collector": None if full_episode_batches(self.cfg) else self.collector.state_dict(),
         }
         save_checkpoint(state, f"{self.cfg.checkpoint.dir}/{name if self.cfg.checkpoint.keep_all else 'latest'}.pt")
 
@@ -848,8 +853,12 @@ class EncoderRun:
         self.progress, self.best_encoder = saved["progress"], saved["best_encoder"]
         self.progress.setdefault("wall_time_eval", 0.0)  # checkpoints written before evaluation time was kept apart
         if not full_episode_batches(self.cfg):
-            log.warning("collector.unroll_length is set: the envs' physics state is not in the checkpoint, so the "
-                        "resumed run starts fresh episodes and does not repeat the uninterrupted run exactly.")
+            if saved.get("collector") is not None:
+                self.collector.load_state_dict(saved["collector"])
+            else:
+                log.warning("collector.unroll_length is set but the checkpoint has no collector state (written before "
+                            "it was saved): the resumed run starts fresh episodes and does not repeat the "
+                            "uninterrupted run exactly.")
         self.logger.eval_rows = self.progress["eval_rows"]
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]

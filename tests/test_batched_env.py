@@ -84,3 +84,32 @@ def test_errors():
         env.step(td.set("action", torch.zeros(2, 5)))
     with pytest.raises(ValueError, match="backend must be one of"):
         make_env("cheetah-run", 2, backend="gpu")
+
+
+def _steps(env, actions):
+    """Observations and rewards of ``actions``, done envs reset (as a collector does)."""
+    from tensordict import TensorDict
+
+    out = []
+    for action in actions:
+        td = env.step(TensorDict(action=action, batch_size=env.batch_size))
+        if td["next", "done"].any():
+            env.reset(TensorDict(_reset=td["next", "done"], batch_size=env.batch_size))
+        out.append(torch.cat([td["next", "observation"], td["next", "reward"]], -1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("task", ["cheetah-run", "finger-turn_hard"])  # finger-turn moves its target (model) at reset
+def test_runtime_state_continues_bit_identically_in_a_rebuilt_env(task):
+    env = BatchedDMControlEnv(task, 2, seed=0)
+    actions = [env.action_spec.rand() for _ in range(1100)]
+    _steps(env, actions[:600])
+    state = env.runtime_state()
+    expected = _steps(env, actions[600:])  # through the time limit, a reset and 100 steps of a new episode
+    other = BatchedDMControlEnv(task, 2, seed=7)
+    _steps(other, actions[:50])
+    other.load_runtime_state(state)
+    assert torch.equal(_steps(other, actions[600:]), expected)
+    assert state["envs"].numel() < 10_000  # a few kB per env, not the 12 MB of a pickled MjData
+    with pytest.raises(ValueError, match="the runtime state holds 2 envs, this BatchedDMControlEnv has 3"):
+        BatchedDMControlEnv(task, 3).load_runtime_state(state)

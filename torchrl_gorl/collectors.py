@@ -1,20 +1,82 @@
-"""A TorchRL collector for a process of its own (a Ray actor): seeding covers the policy's sampling too."""
+"""TorchRL collectors whose state dict resumes running envs exactly, and one for a process of its own (a worker
+process or Ray actor) whose seeding and state cover the policy's sampling too."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
+from torchrl.envs import TransformedEnv
 
 
-class SeededCollector(Collector):
-    """A :class:`~torchrl.collectors.Collector` whose :meth:`set_seed` also seeds the torch RNG of its process.
+class ResumableCollector(Collector):
+    """A :class:`~torchrl.collectors.Collector` whose :meth:`state_dict` resumes the running envs exactly.
+
+    TorchRL's collector state holds the transforms' state, the policy and the frame counters; after
+    ``load_state_dict`` it starts fresh trajectories (``Collector.load_state_dict``: "runtime environment state is
+    not generally serializable"). With envs that run on across batches (``reset_at_each_iter=False``) that makes a
+    resumed run diverge from the uninterrupted one. This collector adds
+
+    * ``"carrier"``: the TensorDict it carries between steps (the current observations, and the step counts and
+      running returns that transforms such as ``StepCounter`` and ``RewardSum`` keep there);
+    * ``"env_runtime"``: the base env's ``runtime_state()`` when it has one
+      (:meth:`~torchrl_gorl.envs.BatchedDMControlEnv.runtime_state`: physics, task random state, step counts).
+
+    Keyword Args:
+        **kwargs: the :class:`~torchrl.collectors.Collector` arguments.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl_gorl import make_gorl_policy, make_latent_actor, FlowDecoderModule
+        >>> from torchrl_gorl.collectors import ResumableCollector
+        >>> from torchrl_gorl.envs import make_env
+        >>> def build():
+        ...     torch.manual_seed(0)
+        ...     policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6))
+        ...     return ResumableCollector(make_env("cheetah-run", 2, seed=0), policy, frames_per_batch=20,
+        ...                               total_frames=-1, auto_register_policy_transforms=False)
+        >>> collector = build(); batches = iter(collector); _ = next(batches)
+        >>> state = collector.state_dict()
+        >>> _ = torch.manual_seed(1); expected = next(batches)
+        >>> resumed = build(); resumed.load_state_dict(state)
+        >>> _ = torch.manual_seed(1); torch.equal(next(iter(resumed))["observation"], expected["observation"])
+        True
+        >>> collector.shutdown(); resumed.shutdown()
+    """
+
+    def _base_env(self):
+        return self.env.base_env if isinstance(self.env, TransformedEnv) else self.env
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["carrier"] = self._carrier.to_dict()  # plain tensors: TorchRL's worker pipes send dicts
+        if hasattr(self._base_env(), "runtime_state"):
+            state["env_runtime"] = self._base_env().runtime_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any], **kwargs: Any) -> None:
+        state = dict(state_dict)
+        carrier: dict | TensorDictBase | None = state.pop("carrier", None)
+        runtime = state.pop("env_runtime", None)
+        super().load_state_dict(state, **kwargs)
+        if runtime is not None:
+            self._base_env().load_runtime_state(runtime)
+        if carrier is not None:
+            carrier = TensorDict(dict(carrier), batch_size=self._carrier.batch_size)
+            self._carrier.update(carrier if self._carrier.device is None else carrier.to(self._carrier.device))
+
+
+class SeededCollector(ResumableCollector):
+    """A :class:`ResumableCollector` whose :meth:`set_seed` seeds the torch RNG of its process too, and whose
+    state dict carries that RNG's state.
 
     ``Collector.set_seed`` seeds the envs only; the policy's sampling (the GoRL latent noise) draws from the
     process's torch RNG. In the trainer's process the scripts seed that RNG themselves around each batch; in a
     remote worker (``collector.backend=ray`` runs one of these per Ray actor) nothing else can, so this
-    collector does: with ``reset_at_each_iter=True``, a batch is then a function of the policy and the seed.
-    Seed it only where it owns the process: ``torch.manual_seed`` is process-wide.
+    collector does: with ``reset_at_each_iter=True``, a batch is then a function of the policy and the seed. With
+    envs that run on, the sampling RNG moves on with them, so :meth:`state_dict` saves it (``"torch_rng"``) next to
+    the envs' runtime state. Use it only where it owns the process: ``torch.manual_seed`` is process-wide.
 
     Keyword Args:
         num_threads (int, optional): torch intra-op threads of the process, set at construction (a worker
@@ -48,3 +110,13 @@ class SeededCollector(Collector):
         if not self.reset_at_each_iter:  # seeding resets the envs: the observations the collector carries must follow
             self.reset()
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any], **kwargs: Any) -> None:
+        state = dict(state_dict)
+        rng = state.pop("torch_rng", None)
+        super().load_state_dict(state, **kwargs)
+        if rng is not None:
+            torch.set_rng_state(rng)

@@ -1,6 +1,9 @@
 """Many dm_control instances stepped in one process, one TensorDict per batched step."""
 from __future__ import annotations
 
+import pickle
+
+import mujoco
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -9,6 +12,22 @@ from torchrl.envs import EnvBase
 from torchrl._utils import seed_generator  # the chain SerialEnv and ParallelEnv seed their envs with
 
 from torchrl_gorl.envs.dm_control import resolve_task
+
+
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def _model_arrays(model: mujoco.MjModel) -> dict[str, np.ndarray]:
+    """Copies of the model's numeric arrays (what a task may change at reset); text, names and large data
+    (textures, meshes) left out."""
+    arrays = {}
+    for name in dir(model):
+        if name.startswith("_") or name in ("names", "text_data", "paths"):
+            continue
+        value = getattr(model, name, None)
+        if isinstance(value, np.ndarray) and value.dtype != object and value.size <= 100_000:  # not textures
+            arrays[name] = value.copy()
+    return arrays
 
 
 class BatchedDMControlEnv(EnvBase):
@@ -65,6 +84,7 @@ class BatchedDMControlEnv(EnvBase):
         act = self._envs[0].action_spec()
         self.action_dim = int(act.shape[0])
         self._obs = np.zeros((num_envs, self.observation_dim), dtype=np.float64)
+        self._pristine_model = _model_arrays(self._envs[0].physics.model.ptr)  # before any reset changed it
 
         n = (num_envs,)
         self.observation_spec = Composite(
@@ -167,6 +187,42 @@ class BatchedDMControlEnv(EnvBase):
             # as DMControlEnv: seeding resets, so equal seeds give equal episodes in both envs
             self._write_observation(i, env.reset().observation)
             seed = seed_generator(seed)  # the chain SerialEnv/ParallelEnv use: the backends match env for env
+
+    def runtime_state(self) -> dict[str, torch.Tensor]:
+        """Everything a running env needs to continue bit-identically after a rebuild, per dm_control instance:
+        MuJoCo's integration state (time, positions, velocities, activations, controls, the solver's warm start),
+        the model fields the task changed at reset (finger-turn moves its target, for instance), the task's random
+        state and the time limit's step count; plus the last observations. Tensors only (the per-env records as one
+        uint8 pickle, 1-2 kB an env), so it crosses TorchRL's collector pipes and Ray inside a state dict.
+        (Pickling ``MjData`` itself would also do, at about 12 MB an env.)
+        """
+        records = []
+        for env in self._envs:
+            model, data = env.physics.model.ptr, env.physics.data.ptr
+            state = np.empty(mujoco.mj_stateSize(model, _INTEGRATION))
+            mujoco.mj_getState(model, data, state, _INTEGRATION)
+            changed = {name: np.array(getattr(model, name)) for name, value in self._pristine_model.items()
+                       if not np.array_equal(getattr(model, name), value)}
+            records.append((state, changed, env.task._random.get_state(), env._step_count, env._reset_next_step))
+        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        return {"envs": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                "observation": torch.from_numpy(self._obs.copy())}
+
+    def load_runtime_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restores :meth:`runtime_state` into these envs (the same task and number of envs)."""
+        records = pickle.loads(state["envs"].numpy().tobytes())
+        if len(records) != self.num_envs:
+            raise ValueError(f"the runtime state holds {len(records)} envs, this {type(self).__name__} has {self.num_envs}.")
+        for env, (physics_state, changed, random_state, step_count, reset_next_step) in zip(self._envs, records):
+            model, data = env.physics.model.ptr, env.physics.data.ptr
+            for name, value in self._pristine_model.items():  # the task's changes on top of the XML's model
+                getattr(model, name)[...] = changed.get(name, value)
+            mujoco.mj_setState(model, data, physics_state, _INTEGRATION)
+            # dm_control's step starts with mj_step2: it expects mj_step1's position and velocity stages done
+            mujoco.mj_step1(model, data)
+            env.task._random.set_state(random_state)
+            env._step_count, env._reset_next_step = step_count, reset_next_step
+        self._obs[:] = state["observation"].numpy()
 
     def close(self, *, raise_if_closed: bool = True) -> None:
         for env in self._envs:
