@@ -20,6 +20,7 @@ all of them) and each reports its median round. The decoder has random weights (
 stages 1 and later; stage 0's identity decoder is cheaper).
 
     python benchmarks/train_throughput.py                       # both tasks, the CPU preset
+    python benchmarks/train_throughput.py --tasks cheetah-run walker-walk finger-spin   # + the time-to-score task
     python benchmarks/train_throughput.py --tasks cheetah-run --ours ppo.epochs=5   # another candidate preset
 
 The last line printed is one JSON object for cheetah-run: bound_fps, ours_fps, old_fps, torchrl_fps,
@@ -202,6 +203,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per configuration and round")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="processes for the raw rate")
     parser.add_argument("--raw-steps", type=int, default=20_000, help="raw dm_control steps per process")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"),
+                        help="every measured number as JSON (read by learning_runs.py time-to-score); '' to skip")
     args = parser.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("torchrl").setLevel(logging.WARNING)
@@ -210,6 +213,9 @@ def main() -> None:
     rows = [measure_task(task, args.ours, args.rounds, args.seconds, args.cores, args.raw_steps) for task in args.tasks]
     for row in rows:
         report(row, args.ours)
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv[1:]), "cores": args.cores,
+                                                      "ours_overrides": args.ours, "tasks": rows}, indent=1) + "\n")
     cheetah = next((r for r in rows if r["task"] == "cheetah-run"), rows[0])
     keys = ["task", "bound_fps", "ours_fps", "old_fps", "torchrl_fps", "ours_over_bound", "ours_over_old",
             "ours_over_torchrl", "raw_fps", "ours_collect_fps", "matmul_gflops", "update_flops_per_step",

@@ -143,6 +143,9 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
             f"config key schedule.stage_frames has {len(frames)} entries but schedule.num_stages is {stages}."
         )
     unroll = cfg.collector.unroll_length
+    if not isinstance(cfg.collector.get("stagger_episodes", True), bool):
+        raise ValueError(f"config key collector.stagger_episodes must be true or false, got "
+                         f"{cfg.collector.stagger_episodes!r}.")
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1):
         raise ValueError(f"config key collector.unroll_length must be null (full episodes) or a positive integer, "
                          f"got {unroll!r}.")
@@ -453,12 +456,22 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     else:  # workers own their process: their state dicts carry their sampling RNG too
         create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
         collector = Collector([create] * workers, policy, num_collectors=workers, sync=True,
-                              collector_class=SeededCollector, **common)
+                              collector_class=functools.partial(SeededCollector, stagger_episodes=stagger_episodes(cfg)),
+                              **common)
     if not full_episode_batches(cfg):  # seeded once: the envs run on, and reseeding resets them
-        collector.set_seed(batch_seed(cfg.env.seed, 0, 0, kind=6))
+        seed = batch_seed(cfg.env.seed, 0, 0, kind=6)
+        collector.set_seed(seed)
         if cfg.collector.backend == "local" and workers == 0:  # (the multi-process and Ray workers reset themselves)
             collector.reset()  # seeding reset the envs: the first observations must be those of the seeded resets
+            if stagger_episodes(cfg):
+                collector.stagger_episodes(seed)
     return collector
+
+
+def stagger_episodes(cfg: DictConfig) -> bool:
+    """Whether envs that run on get their first episodes cut short by random amounts (``collector.stagger_episodes``,
+    unroll mode, dm_control envs: :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`)."""
+    return bool(cfg.collector.stagger_episodes) and not full_episode_batches(cfg) and cfg.env.backend == "dm_control"
 
 
 def train_env_device(cfg: DictConfig, device: torch.device) -> torch.device:
@@ -503,7 +516,7 @@ def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], polic
         remote["num_gpus"] = 1 / workers  # as the local workers, the actors use the run's GPU (untested: CPU box)
     options = {
         "collector_class": SeededCollector,
-        "collector_kwargs": {"num_threads": 1,
+        "collector_kwargs": {"num_threads": 1, "stagger_episodes": stagger_episodes(cfg),
                              "auto_register_policy_transforms": common.pop("auto_register_policy_transforms")},
         "ray_init_config": ray_init,
         "remote_configs": remote,
@@ -768,7 +781,7 @@ RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
 RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
 #: keys added after checkpoints were first written, with the value that an older checkpoint's run had
 ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
-              "collector.ray_address": None, "collector.unroll_length": None}
+              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": True}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:

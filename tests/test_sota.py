@@ -135,9 +135,9 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     mid = full / "checkpoints" / "stage0_iter00002.pt"
     saved = load_checkpoint(mid)
-    assert saved["progress"]["iteration"] == 2  # of 4: the envs are 500 steps into their first episode
-    carried = [saved["collector"][f"worker{w}"]["carrier"]["step_count"] for w in range(2)]
-    assert all(torch.equal(c.squeeze(-1), torch.full((2,), 500)) for c in carried)
+    assert saved["progress"]["iteration"] == 2  # of 4
+    carried = torch.cat([saved["collector"][f"worker{w}"]["carrier"]["step_count"] for w in range(2)]).flatten()
+    assert len(set(carried.tolist())) == 4 and carried.min() > 0  # staggered episodes, all under way
     resumed_dir = tmp_path / "resumed"
     result = _run("gorl_ppo.py", resumed_dir, *unrolled, f"checkpoint.resume={mid}", "checkpoint.keep_all=true")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -232,10 +232,11 @@ def test_script_reports_bad_config_before_any_compute(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def _unrolled_batches(num_batches: int, *overrides: str):
+def _unrolled_batches(num_batches: int, *overrides: str, stagger: bool = False):
     from torchrl_gorl import make_gorl_policy
 
-    cfg = _compose("preset=smoke", "collector.unroll_length=400", *overrides)
+    cfg = _compose("preset=smoke", "collector.unroll_length=400", f"collector.stagger_episodes={str(stagger).lower()}",
+                   *overrides)
     utils_gorl.validate_config(cfg)
     torch.manual_seed(0)
     actor, _, _ = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
@@ -263,6 +264,23 @@ def test_unrolled_batches_carry_the_envs_across_iterations():
     # the envs are seeded once, at construction, and each batch's sampling by its seed: a new run repeats it
     again = _unrolled_batches(1)[0]
     assert torch.equal(again["action"], first["action"]) and torch.equal(again["observation"], first["observation"])
+
+
+def test_unrolled_envs_start_staggered():
+    """collector.stagger_episodes (the default): each env's first episode is cut short at its own random step, so
+    envs started together do not reach the time limit together; later episodes run the full 1000 steps."""
+    batches = _unrolled_batches(3, "collector.num_envs=4", "schedule.stage_frames=[16000,16000]", stagger=True)
+    steps = torch.cat([b["step_count"].squeeze(-1) for b in batches], dim=1)
+    truncated = torch.cat([b["next", "truncated"].squeeze(-1) for b in batches], dim=1)
+    start = steps[:, 0]
+    assert len(set(start.tolist())) == 4 and start.max() < 1000
+    for env in range(4):
+        first_end = 999 - int(start[env])  # the first episode ends when the count reaches the time limit
+        assert truncated[env, first_end] and steps[env, first_end] == 999
+        assert steps[env, first_end + 1] == 0  # then a fresh, full episode
+        assert not truncated[env, first_end + 1:first_end + 1000].any()
+    again = _unrolled_batches(1, "collector.num_envs=4", "schedule.stage_frames=[16000,16000]", stagger=True)[0]
+    assert torch.equal(again["step_count"], batches[0]["step_count"])  # a function of the run's seed
 
 
 def test_single_pass_critic_values_match_torchrl_gae():

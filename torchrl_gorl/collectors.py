@@ -48,6 +48,27 @@ class ResumableCollector(Collector):
     def _base_env(self):
         return self.env.base_env if isinstance(self.env, TransformedEnv) else self.env
 
+    def stagger_episodes(self, seed: int) -> None:
+        """Cuts each env's current (freshly reset) episode short by a random number of steps in ``[0, time_limit)``,
+        drawn from ``seed`` (stratified: one env in each ``time_limit / num_envs`` slice), so that envs started
+        together do not stay in lockstep.
+
+        Without terminations (cheetah, walker, finger) envs reset together all reach the time limit together, for
+        ever: with envs that run on across batches, each batch of ``T`` steps then holds one phase of the episode
+        (the first ``T`` steps of every env, then the next ``T``, ...), and the PPO updates cycle through them.
+        Staggered, every batch mixes all phases. The base env must have ``set_episode_progress`` and
+        ``time_limit`` (:class:`~torchrl_gorl.envs.BatchedDMControlEnv`); ``StepCounter``'s count follows.
+        """
+        base = self._base_env()
+        # stratified: one offset in each of num_envs equal slices of the episode, in a random order
+        generator, n = torch.Generator().manual_seed(seed), base.num_envs
+        slices = torch.randperm(n, generator=generator) + torch.rand(n, generator=generator)
+        progress = (slices * base.time_limit / n).long().clamp_max(base.time_limit - 1)
+        base.set_episode_progress(progress.tolist())
+        if "step_count" in self._carrier.keys():
+            count = self._carrier.get("step_count")
+            self._carrier.set("step_count", progress.to(count).view_as(count))
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["carrier"] = self._carrier.to_dict()  # plain tensors: TorchRL's worker pipes send dicts
@@ -81,6 +102,8 @@ class SeededCollector(ResumableCollector):
     Keyword Args:
         num_threads (int, optional): torch intra-op threads of the process, set at construction (a worker
             stepping batched envs with a small policy runs fastest on one). ``None`` leaves them as they are.
+        stagger_episodes (bool): with envs that run on (``reset_at_each_iter=False``), :meth:`stagger_episodes`
+            after every full :meth:`reset` that follows a :meth:`set_seed` (with that seed). Defaults to ``False``.
         **kwargs: the :class:`~torchrl.collectors.Collector` arguments.
 
     Examples:
@@ -99,17 +122,26 @@ class SeededCollector(ResumableCollector):
         >>> collector.shutdown()
     """
 
-    def __init__(self, *args: Any, num_threads: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, num_threads: int | None = None, stagger_episodes: bool = False,
+                 **kwargs: Any) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
+        self._stagger, self._seed = stagger_episodes, None
         super().__init__(*args, **kwargs)
 
     def set_seed(self, seed: int, static_seed: bool = False) -> int:
         torch.manual_seed(seed)
+        self._seed = seed
         out = super().set_seed(seed, static_seed=static_seed)
         if not self.reset_at_each_iter:  # seeding resets the envs: the observations the collector carries must follow
             self.reset()
         return out
+
+    def reset(self, index=None, **kwargs: Any) -> None:
+        super().reset(index, **kwargs)
+        # TorchRL's multi-process collector resets its workers after seeding them: stagger after every full reset
+        if index is None and self._stagger and not self.reset_at_each_iter and self._seed is not None:
+            self.stagger_episodes(self._seed)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "torch_rng": torch.get_rng_state()}

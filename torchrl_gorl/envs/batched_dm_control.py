@@ -1,6 +1,8 @@
 """Many dm_control instances stepped in one process, one TensorDict per batched step."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pickle
 
 import mujoco
@@ -187,6 +189,21 @@ class BatchedDMControlEnv(EnvBase):
             # as DMControlEnv: seeding resets, so equal seeds give equal episodes in both envs
             self._write_observation(i, env.reset().observation)
             seed = seed_generator(seed)  # the chain SerialEnv/ParallelEnv use: the backends match env for env
+
+    @property
+    def time_limit(self) -> int:
+        """Steps per episode (dm_control's time limit divided by the control timestep: 1000 on the suite)."""
+        return int(self._envs[0]._step_limit)
+
+    def set_episode_progress(self, steps: Sequence[int]) -> None:
+        """Sets how many steps of their current episode the envs have run: env ``i``'s episode then ends (truncated)
+        after ``time_limit - steps[i]`` more steps. Used right after a reset to shorten the first episodes by
+        different amounts, so that envs started together do not stay in lockstep (see
+        :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`)."""
+        if len(steps) != self.num_envs or not all(0 <= int(k) < self.time_limit for k in steps):
+            raise ValueError(f"steps must hold {self.num_envs} values in [0, {self.time_limit}), got {list(steps)}.")
+        for env, k in zip(self._envs, steps):
+            env._step_count = int(k)
 
     def runtime_state(self) -> dict[str, torch.Tensor]:
         """Everything a running env needs to continue bit-identically after a rebuild, per dm_control instance:
