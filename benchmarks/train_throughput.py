@@ -1,27 +1,28 @@
-"""Whole-training-loop throughput on dm_control: the CPU preset against this machine's limit, the previous
+"""Whole-training-loop throughput on dm_control: the cpu_fast preset against this machine's limit, the cpu preset
 configuration and TorchRL's standard env path, all measured in one run on the same cores.
 
 Per task (cheetah-run and walker-walk):
 
 (a) raw dm_control ``env.step`` rate, one process per core (``collect_throughput.raw_all_cores``);
-(b) the collection rate of the configured collector (the preset's) running the GoRL policy, timed inside (e);
+(b) the collection rate of cpu_fast's collector running the GoRL policy, timed inside (e);
 (c) a dense 4096x256 @ 256x256 float32 matmul rate on ``ppo.num_threads`` threads (the update's), best of the rounds;
 (d) the update's FLOPs per env step, counted by ``torch.utils.flop_counter.FlopCounterMode`` over one real update
     (every epoch's GAE critic pass and every minibatch's forward and backward);
     the bound is ``1 / (1/b + d/c)``: collection at its own rate plus the update at the matmul rate;
-(e) whole PPO iterations of the CPU preset (collect, update, normaliser update, weight sync; no evaluation);
-(f) the same loop with the previous configuration: full-episode batches (8 envs x 1000 steps, reset every
+(e) whole PPO iterations of the ``cpu_fast`` preset (collect, update, normaliser update, weight sync; no
+    evaluation);
+(f) the same loop with the ``cpu`` preset's configuration: full-episode batches (8 envs x 1000 steps, reset every
     batch), one process, 10 epochs x 16 minibatches;
-(g) the preset's loop on TorchRL's standard env path (``collector.env_backend=serial``: ``SerialEnv`` of
+(g) the ``cpu_fast`` loop on TorchRL's standard env path (``collector.env_backend=serial``: ``SerialEnv`` of
     ``DMControlEnv``).
 
 The configurations take turns for ``--rounds`` rounds (the machine is shared: interleaving spreads its noise over
 all of them) and each reports its median round. The decoder has random weights (a refit decoder's 10 Euler steps:
 stages 1 and later; stage 0's identity decoder is cheaper).
 
-    python benchmarks/train_throughput.py                       # both tasks, the CPU preset
+    python benchmarks/train_throughput.py                       # both tasks, the cpu_fast preset
     python benchmarks/train_throughput.py --tasks cheetah-run walker-walk finger-spin   # + the time-to-score task
-    python benchmarks/train_throughput.py --tasks cheetah-run --ours ppo.epochs=5   # another candidate preset
+    python benchmarks/train_throughput.py --tasks cheetah-run --ours preset=cpu_fast ppo.epochs=5   # a candidate
 
 The last line printed is one JSON object for cheetah-run: bound_fps, ours_fps, old_fps, torchrl_fps,
 ours_over_bound, ours_over_old (and the parts).
@@ -177,7 +178,7 @@ def measure_task(task: str, ours: list[str], rounds: int, seconds: float, cores:
 
 
 def report(row: dict, ours: list[str]) -> None:
-    print(f"\n{row['task']}  (ours = CPU preset{' + ' + ' '.join(ours) if ours else ''})")
+    print(f"\n{row['task']}  (ours = {' '.join(ours) or 'the cpu preset'}; old = {' '.join(OLD)})")
     print(f"  (a) raw dm_control, one process per core      {row['raw_fps']:>10,.0f} env steps/s")
     print(f"  (b) collection of the preset's collector      {row['ours_collect_fps']:>10,.0f} env steps/s")
     print(f"  (c) matmul 4096x256x256, {row['update_threads']} threads             {row['matmul_gflops']:>10,.1f} GFLOP/s")
@@ -187,8 +188,8 @@ def report(row: dict, ours: list[str]) -> None:
           f"({row['update_gflops'] / row['matmul_gflops']:.2f} of the matmul rate; old configuration "
           f"{row['old_update_gflops']:.1f} GFLOP/s)")
     print(f"      bound 1/(1/b + d/c)                       {row['bound_fps']:>10,.0f} env steps/s")
-    print(f"  (e) whole iteration, CPU preset               {row['ours_fps']:>10,.0f} env steps/s")
-    print(f"  (f) whole iteration, old configuration        {row['old_fps']:>10,.0f} env steps/s "
+    print(f"  (e) whole iteration, ours                     {row['ours_fps']:>10,.0f} env steps/s")
+    print(f"  (f) whole iteration, old (cpu preset)         {row['old_fps']:>10,.0f} env steps/s "
           f"(collection {row['old_collect_fps']:,.0f}, update {row['old_update_fps']:,.0f})")
     print(f"  (g) whole iteration, TorchRL's SerialEnv path {row['torchrl_fps']:>10,.0f} env steps/s "
           f"(collection {row['torchrl_collect_fps']:,.0f})")
@@ -198,7 +199,8 @@ def report(row: dict, ours: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["cheetah-run", "walker-walk"])
-    parser.add_argument("--ours", nargs="*", default=[], help="hydra overrides on top of the CPU preset")
+    parser.add_argument("--ours", nargs="*", default=["preset=cpu_fast"],
+                        help="hydra overrides of the measured configuration (default: the cpu_fast preset)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per configuration")
     parser.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per configuration and round")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="processes for the raw rate")

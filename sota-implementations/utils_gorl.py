@@ -470,8 +470,11 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
 
 def stagger_episodes(cfg: DictConfig) -> bool:
     """Whether envs that run on get their first episodes cut short by random amounts (``collector.stagger_episodes``,
-    unroll mode, dm_control envs: :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`)."""
-    return bool(cfg.collector.stagger_episodes) and not full_episode_batches(cfg) and cfg.env.backend == "dm_control"
+    unroll mode, :class:`~torchrl_gorl.envs.BatchedDMControlEnv`: see
+    :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`; TorchRL's ``DMControlEnv`` and the
+    Playground envs do not expose the time limit's counter)."""
+    return (bool(cfg.collector.stagger_episodes) and not full_episode_batches(cfg) and cfg.env.backend == "dm_control"
+            and cfg.collector.env_backend == "batched")
 
 
 def train_env_device(cfg: DictConfig, device: torch.device) -> torch.device:

@@ -108,6 +108,16 @@ def test_finetuned_last_stage_refit_is_kept_but_not_deployed(tmp_path):
     assert any(not torch.equal(last[k], v) for k, v in stage0["decoder"].items() if k.startswith("network."))
 
 
+def _assert_same_run(uninterrupted: dict, resumed: dict) -> None:
+    """Two end-of-run checkpoints hold the same parameters and evaluation history (wall times aside)."""
+    for part in ("actor", "critic", "decoder"):
+        for key, value in uninterrupted[part].items():
+            other = resumed[part][key]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (part, key)
+    assert [_without_wall_times(r) for r in uninterrupted["progress"]["eval_rows"]] == [
+        _without_wall_times(r) for r in resumed["progress"]["eval_rows"]]
+
+
 def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     mid = smoke_run / "checkpoints" / "stage0_iter00001.pt"  # after stage 0's first PPO iteration
     assert load_checkpoint(mid)["progress"]["iteration"] == 1
@@ -115,12 +125,7 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     uninterrupted = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
     resumed = load_checkpoint(tmp_path / "checkpoints" / "stage1_end.pt")
-    for part in ("actor", "critic", "decoder"):
-        for key, value in uninterrupted[part].items():
-            other = resumed[part][key]
-            assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (part, key)
-    assert [_without_wall_times(r) for r in uninterrupted["progress"]["eval_rows"]] == [
-        _without_wall_times(r) for r in resumed["progress"]["eval_rows"]]
+    _assert_same_run(uninterrupted, resumed)
     # the resumed run's clock goes on from the checkpoint's: its training time passes the checkpoint's
     assert resumed["progress"]["eval_rows"][2]["wall_time_train_s"] > load_checkpoint(mid)["progress"]["eval_rows"][0]["wall_time_train_s"]
 
@@ -144,12 +149,7 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
     assert "does not repeat the uninterrupted run" not in result.stderr
     uninterrupted = load_checkpoint(full / "checkpoints" / "stage1_end.pt")
     resumed = load_checkpoint(resumed_dir / "checkpoints" / "stage1_end.pt")
-    for part in ("actor", "critic", "decoder"):
-        for key, value in uninterrupted[part].items():
-            other = resumed[part][key]
-            assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (part, key)
-    assert [_without_wall_times(r) for r in uninterrupted["progress"]["eval_rows"]] == [
-        _without_wall_times(r) for r in resumed["progress"]["eval_rows"]]
+    _assert_same_run(uninterrupted, resumed)
     for w in range(2):  # the envs end in the same state too
         ours, theirs = (c["collector"][f"worker{w}"] for c in (uninterrupted, resumed))
         assert torch.equal(ours["env_runtime"]["envs"], theirs["env_runtime"]["envs"])
