@@ -632,7 +632,7 @@ class PPOUpdate:
         fresh = data.get(("next", "done")).squeeze(-1).clone()
         fresh[..., -1] = True
         next_value = torch.cat([value[..., 1:, :], value[..., -1:, :]], dim=-2)
-        next_value[fresh] = self.critic(data.get("next")[fresh].select(*in_keys)).get("state_value")
+        next_value[fresh] = self.critic(data.get("next").select(*in_keys)[fresh]).get("state_value")
         data.set("state_value", value)
         data.set(("next", "state_value"), next_value)
         return data
