@@ -627,14 +627,14 @@ class PPOUpdate:
         runs again only where the next observation is not the following row: after a done (truncation included)
         and at the last step of the batch. That halves the evaluation cost of GAE with the same values.
         """
-        in_keys = self.critic.in_keys
-        value = self.critic(data.select(*in_keys)).get("state_value")
+        in_keys, key = self.critic.in_keys, self.gae.tensor_keys.value
+        value = self.critic(data.select(*in_keys)).get(key)
         fresh = data.get(("next", "done")).squeeze(-1).clone()
         fresh[..., -1] = True
         next_value = torch.cat([value[..., 1:, :], value[..., -1:, :]], dim=-2)
-        next_value[fresh] = self.critic(data.get("next").select(*in_keys)[fresh]).get("state_value")
-        data.set("state_value", value)
-        data.set(("next", "state_value"), next_value)
+        next_value[fresh] = self.critic(data.get("next").select(*in_keys)[fresh]).get(key)
+        data.set(key, value)
+        data.set(("next", key), next_value)
         return data
 
     def gae_(self, data: TensorDictBase) -> TensorDictBase:
