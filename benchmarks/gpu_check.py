@@ -202,15 +202,15 @@ def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps:
 
 
 def update_flops(cfg, obs_dim: int, act_dim: int) -> float:
-    """Dense-layer FLOPs of the PPO update per env step: per epoch, the critic's forward passes for GAE (TorchRL's
-    GAE values ``observation`` and ``("next", "observation")``) and the actor's and critic's forward + backward
-    passes on every sample (backward ~ 2x forward)."""
+    """Dense-layer FLOPs of the PPO update per env step: per epoch, the critic's forward pass for GAE (one per
+    observation: ``PPOUpdate.critic_values`` re-runs it only at done rows, a thousandth of the batch) and the actor's
+    and critic's forward + backward passes on every sample (backward ~ 2x forward)."""
     def mlp(sizes):
         return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
     actor = mlp([obs_dim, *cfg.encoder.num_cells, 2 * act_dim])
     critic = mlp([obs_dim, *cfg.encoder.critic_num_cells, 1])
-    return cfg.ppo.epochs * (2 * critic + 3 * (actor + critic))
+    return cfg.ppo.epochs * (critic + 3 * (actor + critic))
 
 
 # --------------------------------------------------------------------------- report

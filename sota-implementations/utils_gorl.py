@@ -2,6 +2,7 @@
 model factories, the collector, the PPO update, decoder data and refits, evaluation, logging, checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import functools
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import tqdm
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -468,13 +470,17 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     return collector
 
 
+def has_runtime_state(cfg: DictConfig) -> bool:
+    """Whether the training envs expose their running state (:class:`~torchrl_gorl.envs.BatchedDMControlEnv`:
+    physics, task RNG, the time limit's counter), which exact resume and staggering in unroll mode need; TorchRL's
+    ``DMControlEnv`` and the Playground envs do not."""
+    return cfg.env.backend == "dm_control" and cfg.collector.env_backend == "batched"
+
+
 def stagger_episodes(cfg: DictConfig) -> bool:
     """Whether envs that run on get their first episodes cut short by random amounts (``collector.stagger_episodes``,
-    unroll mode, :class:`~torchrl_gorl.envs.BatchedDMControlEnv`: see
-    :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`; TorchRL's ``DMControlEnv`` and the
-    Playground envs do not expose the time limit's counter)."""
-    return (bool(cfg.collector.stagger_episodes) and not full_episode_batches(cfg) and cfg.env.backend == "dm_control"
-            and cfg.collector.env_backend == "batched")
+    unroll mode, envs with a runtime state: see :meth:`~torchrl_gorl.collectors.ResumableCollector.stagger_episodes`)."""
+    return bool(cfg.collector.stagger_episodes) and not full_episode_batches(cfg) and has_runtime_state(cfg)
 
 
 def train_env_device(cfg: DictConfig, device: torch.device) -> torch.device:
@@ -784,7 +790,7 @@ RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
 RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
 #: keys added after checkpoints were first written, with the value that an older checkpoint's run had
 ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
-              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": True}
+              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": False}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
@@ -796,6 +802,17 @@ def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: container}
 
 
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int) -> None:
     """A resumed run must be the same run: every setting but logging, checkpointing, device and threads must
     match the checkpoint's. Names the first key that does not."""
@@ -803,6 +820,10 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
         raise ValueError(f"config key env.task: checkpoint dims {saved['dims']} != this task's {[obs_dim, act_dim]}.")
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     then = {**ADDED_KEYS, **_flat(saved["config"])}
+    # staggering is compared where it acts: full-episode runs and envs without a runtime state never stagger
+    for flat, config in ((now, cfg), (then, OmegaConf.create(_nested(then)))):
+        with contextlib.suppress(ConfigAttributeError):  # a key it depends on is missing: compared as saved
+            flat["collector.stagger_episodes"] = stagger_episodes(config)
     for key in sorted(set(now) | set(then)):
         if key.split(".")[0] in RESUME_FREE or key in RESUME_FREE_KEYS:
             continue
@@ -871,10 +892,12 @@ class EncoderRun:
         if not full_episode_batches(self.cfg):
             if saved.get("collector") is not None:
                 self.collector.load_state_dict(saved["collector"])
-            else:
-                log.warning("collector.unroll_length is set but the checkpoint has no collector state (written before "
-                            "it was saved): the resumed run starts fresh episodes and does not repeat the "
-                            "uninterrupted run exactly.")
+            if saved.get("collector") is None or not has_runtime_state(self.cfg):
+                why = ("the checkpoint has no collector state (written before it was saved)" if has_runtime_state(self.cfg)
+                       else f"env.backend={self.cfg.env.backend} with collector.env_backend="
+                            f"{self.cfg.collector.env_backend} has no runtime state to save")
+                log.warning("collector.unroll_length is set but %s: the resumed run starts fresh episodes and does "
+                            "not repeat the uninterrupted run exactly.", why)
         self.logger.eval_rows = self.progress["eval_rows"]
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]

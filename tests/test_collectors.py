@@ -38,3 +38,20 @@ def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statis
         assert not torch.equal(data["action"], data["latent"])
     finally:
         collector.shutdown()
+
+
+def test_resumable_collector_saves_running_envs_only_where_it_can_restore_them():
+    """The carried observations go into the state only with the env state they belong to: TorchRL's env path has
+    none, and its collector resumes with fresh episodes, as TorchRL's does."""
+    from torchrl_gorl.collectors import ResumableCollector
+
+    policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6))
+    for backend, saved in (("batched", True), ("serial", False)):
+        collector = ResumableCollector(make_env("cheetah-run", 2, backend=backend, seed=0), policy, frames_per_batch=20,
+                                       total_frames=-1, auto_register_policy_transforms=False)
+        try:
+            next(iter(collector))
+            state = collector.state_dict()
+            assert ("carrier" in state, "env_runtime" in state) == (saved, saved), backend
+        finally:
+            collector.shutdown()

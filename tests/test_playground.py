@@ -107,6 +107,8 @@ def test_missing_extra_names_the_fix(monkeypatch):
     _hide_playground(monkeypatch)
     with pytest.raises(ModuleNotFoundError, match=r'pip install -e "\.\[playground\]"'):
         make_playground_env("CheetahRun", 2)
+    with pytest.raises(ValueError, match="impl must be one of"):  # bad input is named before the install
+        make_playground_env("CheetahRun", 2, impl="mjx")
 
 
 # --------------------------------------------------------------------------- config

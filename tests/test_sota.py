@@ -176,6 +176,7 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
          r"collector.unroll_length = 300: one PPO iteration \(collector.num_envs x unroll_length = 600 env steps\) "
          r"does not divide schedule.stage_frames\[0\] = 4000"),
         ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
+        ("collector.stagger_episodes=maybe", "collector.stagger_episodes must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
@@ -289,8 +290,12 @@ def test_single_pass_critic_values_match_torchrl_gae():
     from torchrl.objectives.value import GAE
 
     cfg = _compose("preset=smoke", "collector.unroll_length=400")
-    _, _, third = _unrolled_batches(3)  # the time limit (step 1000) falls inside this batch
-    assert third["next", "done"].any()
+    # three consecutive batches of staggered envs: each env's first episode ends at its own step
+    third = torch.cat(_unrolled_batches(3, stagger=True), dim=1)
+    ends = [row.nonzero().flatten().tolist() for row in third["next", "done"].squeeze(-1)]
+    assert all(ends) and ends[0] != ends[1]
+    for key in (("next", "terminated"), ("next", "done")):  # and a termination, which GAE does not bootstrap
+        third[key][0, 100] = True
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     norm.update(third["observation"])  # a non-trivial normaliser: values depend on it
@@ -438,10 +443,20 @@ def test_resume_accepts_checkpoints_from_before_the_new_keys_and_a_moved_ray_clu
     Ray address is where the cluster is, not what the run computes."""
     saved = load_checkpoint(smoke_run / "checkpoints" / "stage1_end.pt")
     for group, key in (("env", "backend"), ("env", "playground_impl"), ("collector", "backend"),
-                       ("collector", "ray_address"), ("collector", "unroll_length")):
+                       ("collector", "ray_address"), ("collector", "unroll_length"), ("collector", "stagger_episodes")):
         del saved["config"][group][key]
     utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 17, 6)
     saved["config"]["collector"]["ray_address"] = "10.0.0.1:6379"
     utils_gorl.check_resume_compatible(_compose("preset=smoke"), saved, 17, 6)
     with pytest.raises(ValueError, match="collector.unroll_length = 500 does not match the resumed checkpoint's None"):
         utils_gorl.check_resume_compatible(_compose("preset=smoke", "collector.unroll_length=500"), saved, 17, 6)
+    # an unrolled run from before staggering did not stagger: resuming it with staggering would be another run
+    saved["config"]["collector"]["unroll_length"] = 500
+    with pytest.raises(ValueError, match="collector.stagger_episodes = True does not match the resumed checkpoint's False"):
+        utils_gorl.check_resume_compatible(_compose("preset=smoke", "collector.unroll_length=500"), saved, 17, 6)
+    utils_gorl.check_resume_compatible(
+        _compose("preset=smoke", "collector.unroll_length=500", "collector.stagger_episodes=false"), saved, 17, 6)
+    # where staggering cannot act (TorchRL's env path), the flag is no difference
+    saved["config"]["collector"]["env_backend"] = "serial"
+    utils_gorl.check_resume_compatible(
+        _compose("preset=smoke", "collector.unroll_length=500", "collector.env_backend=serial"), saved, 17, 6)

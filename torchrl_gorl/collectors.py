@@ -18,10 +18,13 @@ class ResumableCollector(Collector):
     not generally serializable"). With envs that run on across batches (``reset_at_each_iter=False``) that makes a
     resumed run diverge from the uninterrupted one. This collector adds
 
+    * ``"env_runtime"``: the base env's ``runtime_state()``
+      (:meth:`~torchrl_gorl.envs.BatchedDMControlEnv.runtime_state`: physics, task random state, step counts);
     * ``"carrier"``: the TensorDict it carries between steps (the current observations, and the step counts and
-      running returns that transforms such as ``StepCounter`` and ``RewardSum`` keep there);
-    * ``"env_runtime"``: the base env's ``runtime_state()`` when it has one
-      (:meth:`~torchrl_gorl.envs.BatchedDMControlEnv.runtime_state`: physics, task random state, step counts).
+      running returns that transforms such as ``StepCounter`` and ``RewardSum`` keep there).
+
+    Both only when the base env has ``runtime_state``; with any other env the state is TorchRL's and a loaded
+    collector starts fresh episodes, as TorchRL's does.
 
     Keyword Args:
         **kwargs: the :class:`~torchrl.collectors.Collector` arguments.
@@ -71,8 +74,10 @@ class ResumableCollector(Collector):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["carrier"] = self._carrier.to_dict()  # plain tensors: TorchRL's worker pipes send dicts
+        # the carried observations are only valid with the env state they came from: an env without a runtime
+        # state resumes with fresh episodes, and so must the collector
         if hasattr(self._base_env(), "runtime_state"):
+            state["carrier"] = self._carrier.to_dict()  # plain tensors: TorchRL's worker pipes send dicts
             state["env_runtime"] = self._base_env().runtime_state()
         return state
 
@@ -96,8 +101,8 @@ class SeededCollector(ResumableCollector):
     process's torch RNG. In the trainer's process the scripts seed that RNG themselves around each batch; in a
     remote worker (``collector.backend=ray`` runs one of these per Ray actor) nothing else can, so this
     collector does: with ``reset_at_each_iter=True``, a batch is then a function of the policy and the seed. With
-    envs that run on, the sampling RNG moves on with them, so :meth:`state_dict` saves it (``"torch_rng"``) next to
-    the envs' runtime state. Use it only where it owns the process: ``torch.manual_seed`` is process-wide.
+    envs that run on, the sampling RNG moves on with them, so :meth:`state_dict` saves it (``"torch_rng"``, and
+    ``"cuda_rng"`` once CUDA is in use) next to the envs' runtime state. Use it only where it owns the process: ``torch.manual_seed`` is process-wide.
 
     Keyword Args:
         num_threads (int, optional): torch intra-op threads of the process, set at construction (a worker
@@ -144,11 +149,16 @@ class SeededCollector(ResumableCollector):
             self.stagger_episodes(self._seed)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "torch_rng": torch.get_rng_state()}
+        state = {**super().state_dict(), "torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_initialized():  # a policy on the GPU samples from the CUDA generators
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any], **kwargs: Any) -> None:
         state = dict(state_dict)
-        rng = state.pop("torch_rng", None)
+        rng, cuda_rng = state.pop("torch_rng", None), state.pop("cuda_rng", None)
         super().load_state_dict(state, **kwargs)
         if rng is not None:
             torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)

@@ -93,12 +93,16 @@ def preallocation_off() -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
+def _checked_impl(impl: str) -> str:
+    if impl not in PLAYGROUND_IMPLS:
+        raise ValueError(f"impl must be one of {list(PLAYGROUND_IMPLS)}, got {impl!r}.")
+    return impl
+
+
 def resolve_impl(impl: str = "auto") -> str:
     """``"auto"`` is ``"warp"`` when JAX runs on a GPU and MuJoCo Warp is installed, and ``"jax"`` otherwise
     (why: :func:`make_playground_env`); ``"warp"`` and ``"jax"`` pass through."""
-    if impl not in PLAYGROUND_IMPLS:
-        raise ValueError(f"impl must be one of {list(PLAYGROUND_IMPLS)}, got {impl!r}.")
-    if impl != "auto":
+    if _checked_impl(impl) != "auto":
         return impl
     import jax
 
@@ -229,6 +233,7 @@ def make_playground_env(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    _checked_impl(impl)  # bad input first, before the install checks
     if not playground_available():
         raise ModuleNotFoundError(f"MuJoCo Playground envs need the [playground] extra: {INSTALL_HINT}.")
     if impl == "warp" and importlib.util.find_spec("warp") is None:
