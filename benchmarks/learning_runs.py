@@ -4,7 +4,8 @@
     python benchmarks/learning_runs.py status         # how far each run in outputs/learning/ has got
     python benchmarks/learning_runs.py table          # the table in docs/results.md and docs/img/*.png from results/
     python benchmarks/learning_runs.py run --results time_to_score --preset cpu_fast --tasks cheetah-run finger-spin \\
-        --methods gorl_flow ppo_gaussian    # the cpu_fast preset's runs for the time-to-score table
+        --methods gorl_flow ppo_gaussian --seeds 1 2 3 schedule.num_stages=2 'schedule.stage_frames=[928000,928000]'
+        # the cpu_fast preset's runs for the time-to-score table (its first two stages; one run at a time)
     python benchmarks/learning_runs.py time-to-score  # that table, in docs/performance.md
     python benchmarks/learning_runs.py stages cheetah-run gorl_flow   # first / best / last eval of each stage
     python benchmarks/learning_runs.py train-log finger-spin fpo 1 cfm_loss   # a run's train/ scalars to CSV
