@@ -824,7 +824,8 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
     for flat, config in ((now, cfg), (then, OmegaConf.create(_nested(then)))):
         with contextlib.suppress(ConfigAttributeError):  # a key it depends on is missing: compared as saved
             flat["collector.stagger_episodes"] = stagger_episodes(config)
-    for key in sorted(set(now) | set(then)):
+    # staggering follows from other keys (unroll length, env backend): a difference there is named first
+    for key in sorted(set(now) | set(then), key=lambda k: (k == "collector.stagger_episodes", k)):
         if key.split(".")[0] in RESUME_FREE or key in RESUME_FREE_KEYS:
             continue
         if now.get(key) != then.get(key):
