@@ -102,7 +102,8 @@ class SeededCollector(ResumableCollector):
     remote worker (``collector.backend=ray`` runs one of these per Ray actor) nothing else can, so this
     collector does: with ``reset_at_each_iter=True``, a batch is then a function of the policy and the seed. With
     envs that run on, the sampling RNG moves on with them, so :meth:`state_dict` saves it (``"torch_rng"``, and
-    ``"cuda_rng"`` once CUDA is in use) next to the envs' runtime state. Use it only where it owns the process: ``torch.manual_seed`` is process-wide.
+    ``"cuda_rng"`` once CUDA is in use) next to the envs' runtime state. Use it only where it owns the process:
+    ``torch.manual_seed`` is process-wide.
 
     Keyword Args:
         num_threads (int, optional): torch intra-op threads of the process, set at construction (a worker
