@@ -81,6 +81,8 @@ def main(cfg: DictConfig) -> dict:
         run.start_stage(stage, hparams, initial_encoder if reinit else None)
         run.train_stage(stage, iterations_per_stage(cfg)[stage], cfg.eval.num_evals, hparams)
         run.load_best_encoder()  # the best encoder by deterministic evaluation goes on
+        if run.target_reached:  # eval.target_return: the run ends at the first evaluation that reaches it
+            break
 
         if stage in refit_stages(cfg):
             # decoder data: stochastic latents through the current decoder, pre-squash actions stored

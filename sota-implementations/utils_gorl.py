@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import pathlib
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -109,6 +110,13 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
     threads = cfg.ppo.num_threads
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"config key ppo.num_threads must be a positive integer or null, got {threads!r}.")
+    target = cfg.eval.target_return
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise ValueError(f"config key eval.target_return must be null or a number, got {target!r}.")
+    if not isinstance(cfg.ppo.compile, bool):
+        raise ValueError(f"config key ppo.compile must be true or false, got {cfg.ppo.compile!r}.")
+    if cfg.ppo.compile:
+        check_compile_backend(cfg)
     for key in ("ppo.lr", "refit.lr"):
         positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
@@ -195,6 +203,28 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
             raise ValueError(f"config key schedule.save_decoder_data must be true or false, got {cfg.schedule.save_decoder_data!r}.")
         positive_float(cfg, "refit.gmpo_beta")
         positive_float(cfg, "refit.gmpo_max_weight")
+
+
+def check_compile_backend(cfg: DictConfig) -> None:
+    """``ppo.compile_backend`` is a torch.compile backend; inductor on CPU also needs a C++ compiler."""
+    import torch._dynamo
+
+    backend = cfg.ppo.compile_backend
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(f"config key ppo.compile_backend = {backend!r} is not a torch.compile backend; one of "
+                         f"{torch._dynamo.list_backends()}.")
+    if backend == "inductor" and not str(cfg.device).startswith("cuda"):
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            compiler = get_cpp_compiler()
+        except Exception as err:  # noqa: BLE001 - torch names what it looked for
+            compiler, reason = None, str(err)
+        else:
+            reason = f"{compiler!r} is not on PATH"
+        if compiler is None or shutil.which(compiler) is None:
+            raise ValueError(f"config key ppo.compile=true: inductor on CPU needs a C++ compiler ({reason}); install "
+                             "one (e.g. g++), or set ppo.compile=false.")
 
 
 def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
@@ -601,6 +631,13 @@ class PPOUpdate:
             self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0),
                                          mode=cfg.ppo.latent_prior)
         self.loss = loss
+        # torch.compile of the minibatch losses (autograd then runs their compiled backward): on CPU a 500-row
+        # minibatch is mostly Python, TensorDict and dispatch overhead, which compiling halves
+        # (docs/performance.md); compiled once per run (shapes are fixed, stage values live in tensors)
+        self.minibatch_losses = self._minibatch_losses
+        if cfg.ppo.compile:
+            self.minibatch_losses = torch.compile(self._minibatch_losses, backend=cfg.ppo.compile_backend,
+                                                  dynamic=False)
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = self._adam()
         size = frames_per_iteration(cfg)
@@ -669,13 +706,7 @@ class PPOUpdate:
             self.gae_(data)  # recomputed every epoch with the current critic
             self.buffer.extend(data.reshape(-1))
             for batch in self.buffer:
-                out = self.loss(batch)
-                metrics = {key: value for key, value in out.items() if not key.startswith("loss_")}
-                losses = {key: value for key, value in out.items() if key.startswith("loss_")}
-                if self.prior is not None:
-                    prior = self.prior(batch)
-                    losses["loss_latent_prior"] = prior["loss_latent_prior"]
-                    metrics["latent_scale_mean"] = prior["latent_scale_mean"]
+                losses, metrics = self.minibatch_losses(batch)
                 loss = sum(losses.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -686,6 +717,17 @@ class PPOUpdate:
                     totals[key] = totals.get(key, 0.0) + value.detach().mean()
                 count += 1
         return {f"train/{k}": float(v) / count for k, v in totals.items()}
+
+    def _minibatch_losses(self, batch: TensorDictBase) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The loss terms (``loss_*``) and the other outputs of one minibatch."""
+        out = self.loss(batch)
+        metrics = {key: value for key, value in out.items() if not key.startswith("loss_")}
+        losses = {key: value for key, value in out.items() if key.startswith("loss_")}
+        if self.prior is not None:
+            prior = self.prior(batch)
+            losses["loss_latent_prior"] = prior["loss_latent_prior"]
+            metrics["latent_scale_mean"] = prior["latent_scale_mean"]
+        return losses, metrics
 
     @torch.no_grad()
     def advantages(self, data: TensorDictBase) -> torch.Tensor:
@@ -790,7 +832,8 @@ RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
 RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
 #: keys added after checkpoints were first written, with the value that an older checkpoint's run had
 ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
-              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": False}
+              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": False,
+              "ppo.compile": False, "ppo.compile_backend": "inductor", "eval.target_return": None}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
@@ -925,6 +968,9 @@ class EncoderRun:
                **{k: v for k, v in result.items() if k != "frames"}}
         progress["wall_time_eval"] += time.time() - began
         self.logger.log_eval(row)
+        target = cfg.eval.target_return
+        if target is not None and result["return_mean"] >= target:
+            progress["target_reached"] = True
         if result["return_mean"] >= progress["best_return"] - 1e-6:
             progress["best_return"] = result["return_mean"]
             self.best_encoder = copy.deepcopy({"actor": self.actor.state_dict(), "critic": self.critic.state_dict()})
@@ -965,6 +1011,8 @@ class EncoderRun:
         for iteration in range(progress["iteration"], num_iterations):
             if iteration in evals:
                 self.evaluate(stage, iteration)
+                if self.target_reached:
+                    return
             data = self.collect(batch_seed(self.seed, stage, iteration, kind=1))
             metrics = {**train_episode_metrics(data), **self.ppo.update(data)}
             # statistics move after the update, so stored log-probs always match the collecting policy
@@ -984,6 +1032,11 @@ class EncoderRun:
                 self.last_checkpoint = progress["frames_encoder"]
                 self.checkpoint(f"stage{stage}_iter{iteration + 1:05d}")
         self.evaluate(stage, num_iterations)  # the last update is evaluated too (the reference skips it)
+
+    @property
+    def target_reached(self) -> bool:
+        """An evaluation reached ``eval.target_return``: the run ends there, with the encoder that reached it."""
+        return self.progress.get("target_reached", False)
 
     def end_stage(self, stage: int, num_stages: int) -> None:
         self.progress["stage"], self.progress["iteration"] = stage + 1, 0

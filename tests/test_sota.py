@@ -1,5 +1,6 @@
 """The training pipeline: a complete two-stage smoke run, exact resume, and start-up config errors."""
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -177,12 +178,60 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
          r"does not divide schedule.stage_frames\[0\] = 4000"),
         ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
         ("collector.stagger_episodes=maybe", "collector.stagger_episodes must be true or false, got 'maybe'"),
+        ("ppo.compile=maybe", "ppo.compile must be true or false, got 'maybe'"),
+        ("eval.target_return=high", "eval.target_return must be null or a number, got 'high'"),
     ],
 )
 def test_bad_config_names_the_key(override, message):
     cfg = _compose("preset=smoke", override)
     with pytest.raises(ValueError, match=message):
         utils_gorl.validate_config(cfg)
+
+
+def test_bad_compile_backend_names_the_key():
+    cfg = _compose("preset=smoke", "ppo.compile=true", "ppo.compile_backend=turbo")
+    with pytest.raises(ValueError, match="ppo.compile_backend = 'turbo' is not a torch.compile backend"):
+        utils_gorl.validate_config(cfg)
+
+
+def test_compiled_update_matches_eager():
+    """``ppo.compile``: the compiled minibatch losses (aot_eager here: the same graph capture and autograd as
+    inductor, without its C++ build) give the eager losses and gradients, and the compiled update trains.
+
+    Whole updates are not compared: Adam's first steps are about ``lr * sign(grad)``, so float-level gradient
+    differences on near-zero components move weights by ``lr``."""
+    batch = _unrolled_batches(1)[0]
+    cfg = _compose("preset=smoke", "collector.unroll_length=400", "ppo.compile=true", "ppo.compile_backend=aot_eager")
+    utils_gorl.validate_config(cfg)
+    torch.manual_seed(0)
+    actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+    ppo = utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+    assert ppo.minibatch_losses != ppo._minibatch_losses
+    minibatch = ppo.gae_(batch.clone()).reshape(-1)[:200]
+    results = []
+    for losses_of in (ppo._minibatch_losses, ppo.minibatch_losses):
+        losses, metrics = losses_of(minibatch.clone())
+        grads = torch.autograd.grad(sum(losses.values()), ppo.params)
+        results.append(({**losses, **metrics}, grads))
+    (eager, eager_grads), (compiled, compiled_grads) = results
+    assert eager.keys() == compiled.keys() and "loss_latent_prior" in eager
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-5, atol=1e-7)
+    for ours, theirs in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
+    initial = [p.detach().clone() for p in ppo.params]
+    metrics = ppo.update(batch.clone())
+    assert not any(torch.equal(a, b) for a, b in zip(initial, ppo.params))  # every tensor trained
+    assert "train/loss_latent_prior" in metrics and all(math.isfinite(v) for v in metrics.values())
+
+
+def test_target_return_ends_the_run_at_the_first_evaluation_that_reaches_it(tmp_path):
+    result = _run("gorl_ppo.py", tmp_path, "eval.target_return=-1000")
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = (tmp_path / "eval.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + the evaluation before the first update, which reaches -1000
+    assert summary["frames_encoder"] == 0 and summary["refits"] == []
 
 
 def test_accepts_paper_task_names():
