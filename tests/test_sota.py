@@ -135,13 +135,15 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
     """Running envs in 2 collector processes: a run resumed mid-stage (mid-episode) ends bit-identical to the
     uninterrupted run, because the checkpoint carries each worker's physics, task RNG, carried observations and
     sampling RNG."""
-    unrolled = ["collector.num_workers=2", "collector.num_envs=4", "collector.unroll_length=250"]
+    # two 1,000-step iterations per stage, one evaluation before the last: the shortest run that resumes mid-stage
+    unrolled = ["collector.num_workers=2", "collector.num_envs=4", "collector.unroll_length=250",
+                "schedule.stage_frames=[2000,2000]", "eval.num_evals=1"]
     full = tmp_path / "full"
-    result = _run("gorl_ppo.py", full, *unrolled, "checkpoint.keep_all=true", "checkpoint.interval_frames=2000")
+    result = _run("gorl_ppo.py", full, *unrolled, "checkpoint.keep_all=true", "checkpoint.interval_frames=1000")
     assert result.returncode == 0, result.stderr[-4000:]
-    mid = full / "checkpoints" / "stage0_iter00002.pt"
+    mid = full / "checkpoints" / "stage0_iter00001.pt"
     saved = load_checkpoint(mid)
-    assert saved["progress"]["iteration"] == 2  # of 4
+    assert saved["progress"]["iteration"] == 1  # of 2
     carried = torch.cat([saved["collector"][f"worker{w}"]["carrier"]["step_count"] for w in range(2)]).flatten()
     assert len(set(carried.tolist())) == 4 and carried.min() > 0  # staggered episodes, all under way
     resumed_dir = tmp_path / "resumed"
@@ -223,6 +225,16 @@ def test_compiled_update_matches_eager():
     metrics = ppo.update(batch.clone())
     assert not any(torch.equal(a, b) for a, b in zip(initial, ppo.params))  # every tensor trained
     assert "train/loss_latent_prior" in metrics and all(math.isfinite(v) for v in metrics.values())
+    # a new tensorclass grows tensordict's memo (the refit does, at stage 1): the update must not recompile
+    from tensordict import tensorclass
+
+    @tensorclass
+    class Unrelated:
+        x: torch.Tensor
+
+    Unrelated(x=torch.zeros(1), batch_size=[1]).clone()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        ppo.update(batch.clone())
 
 
 def test_target_return_ends_the_run_at_the_first_evaluation_that_reaches_it(tmp_path):
