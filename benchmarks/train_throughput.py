@@ -10,7 +10,7 @@ Per task (cheetah-run and walker-walk):
     (every epoch's GAE critic pass and every minibatch's forward and backward);
     the bound is ``1 / (1/b + d/c)``: collection at its own rate plus the update at the matmul rate;
 (e) whole PPO iterations of the ``cpu_fast`` preset (collect, update, normaliser update, weight sync; no
-    evaluation);
+    evaluation), and the same with ``ppo.compile=false`` (what compiling the minibatch losses gains);
 (f) the same loop with the ``cpu`` preset's configuration: full-episode batches (8 envs x 1000 steps, reset every
     batch), one process, 10 epochs x 16 minibatches;
 (g) the ``cpu_fast`` loop on TorchRL's standard env path (``collector.env_backend=serial``: ``SerialEnv`` of
@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "sota-implementations"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 #: the configuration before unroll mode (full-episode batches of 8 envs, one process, 16 minibatches)
-OLD = ["collector.unroll_length=null", "collector.num_envs=8", "collector.num_workers=0", "ppo.epochs=10",
+OLD = ["preset=cpu", "collector.unroll_length=null", "collector.num_envs=8", "collector.num_workers=0", "ppo.epochs=10",
        "ppo.num_minibatches=16", "ppo.num_threads=2", "num_threads=1"]
 
 
@@ -135,8 +135,12 @@ class Loop:
                               reseed_envs=self.U.full_episode_batches(self.cfg))
         counter = FlopCounterMode(display=False)
         counter.mod_tracker = _GlobalOnly()  # torch's module tracker cannot hash TensorDictModules
+        # counted on the eager losses: the same arithmetic as the compiled ones (``ppo.compile``), whose kernels the
+        # counter does not see, and no recompile under the counting mode
+        compiled, self.ppo.minibatch_losses = self.ppo.minibatch_losses, self.ppo._minibatch_losses
         with counter:
             self.ppo.update(data)
+        self.ppo.minibatch_losses = compiled
         self.collector.update_policy_weights_()
         return counter.get_total_flops() / data.numel()
 
@@ -148,7 +152,7 @@ def measure_task(task: str, ours: list[str], rounds: int, seconds: float, cores:
     from collect_throughput import raw_all_cores
 
     row: dict = {"task": task, "raw_fps": raw_all_cores(task, raw_steps, cores)}
-    loops = {"ours": Loop(task, ours), "old": Loop(task, OLD),
+    loops = {"ours": Loop(task, ours), "eager": Loop(task, [*ours, "ppo.compile=false"]), "old": Loop(task, OLD),
              "torchrl": Loop(task, [*ours, "collector.env_backend=serial"])}
     threads = loops["ours"].cfg.ppo.num_threads or torch.get_num_threads()
     row["update_flops_per_step"] = loops["ours"].update_flops_per_step()
@@ -174,6 +178,7 @@ def measure_task(task: str, ours: list[str], rounds: int, seconds: float, cores:
     row["ours_over_bound"] = row["ours_fps"] / row["bound_fps"]
     row["ours_over_old"] = row["ours_fps"] / row["old_fps"]
     row["ours_over_torchrl"] = row["ours_fps"] / row["torchrl_fps"]
+    row["ours_over_eager"] = row["ours_fps"] / row["eager_fps"]
     return row
 
 
@@ -189,6 +194,8 @@ def report(row: dict, ours: list[str]) -> None:
           f"{row['old_update_gflops']:.1f} GFLOP/s)")
     print(f"      bound 1/(1/b + d/c)                       {row['bound_fps']:>10,.0f} env steps/s")
     print(f"  (e) whole iteration, ours                     {row['ours_fps']:>10,.0f} env steps/s")
+    print(f"      the same with ppo.compile=false           {row['eager_fps']:>10,.0f} env steps/s "
+          f"(update {row['eager_update_fps']:,.0f}; compiled / eager {row['ours_over_eager']:.2f})")
     print(f"  (f) whole iteration, old (cpu preset)         {row['old_fps']:>10,.0f} env steps/s "
           f"(collection {row['old_collect_fps']:,.0f}, update {row['old_update_fps']:,.0f})")
     print(f"  (g) whole iteration, TorchRL's SerialEnv path {row['torchrl_fps']:>10,.0f} env steps/s "
@@ -221,7 +228,7 @@ def main() -> None:
     cheetah = next((r for r in rows if r["task"] == "cheetah-run"), rows[0])
     keys = ["task", "bound_fps", "ours_fps", "old_fps", "torchrl_fps", "ours_over_bound", "ours_over_old",
             "ours_over_torchrl", "raw_fps", "ours_collect_fps", "matmul_gflops", "update_flops_per_step",
-            "ours_update_fps", "update_gflops"]
+            "ours_update_fps", "update_gflops", "eager_fps", "ours_over_eager"]
     print(json.dumps({"cores": args.cores, "ours_overrides": args.ours,
                       **{k: round(v, 3) if isinstance(v, float) else v for k, v in cheetah.items() if k in keys}}))
 
