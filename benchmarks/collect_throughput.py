@@ -115,7 +115,8 @@ def training_fps(task: str, backend: str, iterations: int) -> float:
     from torchrl_gorl import make_gorl_policy
 
     with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
-        cfg = compose(config_name="gorl_ppo", overrides=[f"env.task={task}", f"collector.env_backend={backend}"])
+        cfg = compose(config_name="gorl_ppo", overrides=["preset=cpu", f"env.task={task}",
+                                                         f"collector.env_backend={backend}"])
     device = torch.device("cpu")
     obs_dim, act_dim = U.env_dims(cfg, task)
     actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)

@@ -41,7 +41,7 @@ def measure(task: str, backend: str, envs_per_worker: int, batches: int) -> dict
     from torchrl_gorl import make_gorl_policy
 
     workers = 2
-    overrides = [f"env.task={task}", f"collector.num_envs={workers * envs_per_worker}",
+    overrides = ["preset=cpu", f"env.task={task}", f"collector.num_envs={workers * envs_per_worker}",
                  f"collector.num_workers={workers}", f"collector.backend={backend}"]
     with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
         cfg = compose(config_name="gorl_ppo", overrides=overrides)
