@@ -746,7 +746,7 @@ class PPOUpdate:
         self.buffer.sampler.load_state_dict(state["sampler"])
 
 
-def _skip_memo_guards(guards) -> list[bool]:
+def _skip_memo_guards(guards: Sequence[Any]) -> list[bool]:
     """torch.compile guard filter: drops the guard on the size of tensordict's tensorclass memo (a cache of
     "is this class a tensorclass"), which grows when the refit first builds other TensorDicts and would otherwise
     recompile the minibatch losses at stage 1 (a minute on 2 cores) for an identical graph."""
