@@ -107,7 +107,9 @@ class Loop:
         self.ppo = U.PPOUpdate(self.cfg, actor, critic, U.resolve_gamma(self.cfg), self.device, self.norm)
         self.batches = iter(self.collector)
         self.seed = 0
-        self.iteration()  # warm-up: worker start-up, first resets, lazy initialisation
+        start = time.perf_counter()
+        self.iteration()  # warm-up: worker start-up, first resets, lazy initialisation, the ppo.compile compile
+        self.warmup_s = time.perf_counter() - start
 
     def iteration(self) -> tuple[int, float, float]:
         """One PPO iteration as in ``EncoderRun.train_stage``: returns (env steps, collect s, update s)."""
@@ -163,7 +165,8 @@ def measure_task(task: str, ours: list[str], rounds: int, seconds: float, cores:
         matmul.append(matmul_gflops(threads))
         for name, loop in loops.items():
             results[name].append(loop.run(seconds))
-    for loop in loops.values():
+    for name, loop in loops.items():
+        row[f"{name}_warmup_s"] = loop.warmup_s
         loop.close()
     for name, rates in results.items():
         for key in rates[0]:
@@ -195,7 +198,8 @@ def report(row: dict, ours: list[str]) -> None:
     print(f"      bound 1/(1/b + d/c)                       {row['bound_fps']:>10,.0f} env steps/s")
     print(f"  (e) whole iteration, ours                     {row['ours_fps']:>10,.0f} env steps/s")
     print(f"      the same with ppo.compile=false           {row['eager_fps']:>10,.0f} env steps/s "
-          f"(update {row['eager_update_fps']:,.0f}; compiled / eager {row['ours_over_eager']:.2f})")
+          f"(update {row['eager_update_fps']:,.0f}; compiled / eager {row['ours_over_eager']:.2f}; first "
+          f"iteration {row['ours_warmup_s']:.0f} s compiled, {row['eager_warmup_s']:.0f} s eager)")
     print(f"  (f) whole iteration, old (cpu preset)         {row['old_fps']:>10,.0f} env steps/s "
           f"(collection {row['old_collect_fps']:,.0f}, update {row['old_update_fps']:,.0f})")
     print(f"  (g) whole iteration, TorchRL's SerialEnv path {row['torchrl_fps']:>10,.0f} env steps/s "
@@ -228,7 +232,7 @@ def main() -> None:
     cheetah = next((r for r in rows if r["task"] == "cheetah-run"), rows[0])
     keys = ["task", "bound_fps", "ours_fps", "old_fps", "torchrl_fps", "ours_over_bound", "ours_over_old",
             "ours_over_torchrl", "raw_fps", "ours_collect_fps", "matmul_gflops", "update_flops_per_step",
-            "ours_update_fps", "update_gflops", "eager_fps", "ours_over_eager"]
+            "ours_update_fps", "update_gflops", "eager_fps", "ours_over_eager", "ours_warmup_s", "eager_warmup_s"]
     print(json.dumps({"cores": args.cores, "ours_overrides": args.ours,
                       **{k: round(v, 3) if isinstance(v, float) else v for k, v in cheetah.items() if k in keys}}))
 

@@ -264,7 +264,8 @@ def test_default_command_runs_the_cpu_fast_preset():
     assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (64, 2, 125)
     assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile is True
     assert utils_gorl.frames_per_iteration(cfg) == 8_000
-    assert sum(cfg.schedule.stage_frames) == 2_784_000
+    assert sum(cfg.schedule.stage_frames) == 2_784_000  # encoder PPO; + 3 refits x 10 iterations of decoder data = 3.02M
+    assert 3 * cfg.schedule.decoder_data_iterations * utils_gorl.frames_per_iteration(cfg) == 240_000
     old = _compose("preset=cpu")
     utils_gorl.validate_config(old)
     assert old.collector.unroll_length is None and old.collector.num_envs == 8 and old.ppo.compile is False
