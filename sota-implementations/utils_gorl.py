@@ -12,7 +12,7 @@ import logging
 import pathlib
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.data.replay_buffers import SamplerWithoutReplacement
 from torchrl.envs import EnvBase, EnvCreator
 from torchrl.objectives.value import GAE
 from torchrl.record.loggers import generate_exp_name, get_logger
@@ -641,12 +639,12 @@ class PPOUpdate:
                                                   dynamic=False, options={"guard_filter_fn": _skip_memo_guards})
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = self._adam()
-        size = frames_per_iteration(cfg)
-        self.buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(size, device=device),
-            sampler=SamplerWithoutReplacement(),
-            batch_size=size // cfg.ppo.num_minibatches,
-        )
+        # what the losses read: minibatches are gathered from these keys only (a third of the batch's)
+        keys = loss.tensor_keys
+        self.minibatch_keys = list(dict.fromkeys([*loss.in_keys, keys.advantage, keys.value_target, keys.value,
+                                                  *(self.prior.in_keys if self.prior is not None else ())]))
+        self.device = device
+        self.permutation: torch.Tensor | None = None  # the next epoch's row order, drawn ahead (see minibatches)
         self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
 
     def set_stage(self, hparams: dict[str, float]) -> None:
@@ -705,9 +703,9 @@ class PPOUpdate:
         count = 0
         for _ in range(self.cfg.ppo.epochs):
             self.gae_(data)  # recomputed every epoch with the current critic
-            self.buffer.extend(data.reshape(-1))
-            for batch in self.buffer:
-                losses, metrics = self.minibatch_losses(batch)
+            rows = data.select(*self.minibatch_keys, strict=False).reshape(-1)
+            for index in self.minibatches(rows.numel()):
+                losses, metrics = self.minibatch_losses(rows[index])
                 loss = sum(losses.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -718,6 +716,22 @@ class PPOUpdate:
                     totals[key] = totals.get(key, 0.0) + value.detach().mean()
                 count += 1
         return {f"train/{k}": float(v) / count for k, v in totals.items()}
+
+    def minibatches(self, num_rows: int) -> Iterator[torch.Tensor]:
+        """Row indices of one epoch's minibatches: a random permutation split in ``ppo.num_minibatches``.
+
+        The rows are indexed directly rather than through a TorchRL replay buffer (its storage copy and sampling
+        cost a tenth of a 500-row minibatch on CPU), with the RNG stream of TorchRL's ``SamplerWithoutReplacement``,
+        which draws the next permutation when the last minibatch of an epoch is taken.
+        """
+        permutation = self.permutation
+        if permutation is None or permutation.numel() != num_rows:
+            permutation = torch.randperm(num_rows, device=self.device)
+        chunks = permutation.split(num_rows // self.cfg.ppo.num_minibatches)
+        for i, index in enumerate(chunks):
+            if i == len(chunks) - 1:
+                self.permutation = torch.randperm(num_rows, device=self.device)
+            yield index
 
     def _minibatch_losses(self, batch: TensorDictBase) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The loss terms (``loss_*``) and the other outputs of one minibatch."""
@@ -738,12 +752,14 @@ class PPOUpdate:
         return self.gae_(data).get("advantage")
 
     def state_dict(self) -> dict[str, Any]:
-        # the sampler pre-draws its next permutation at the end of an epoch: part of the RNG stream
-        return {"optimizer": self.optimizer.state_dict(), "sampler": self.buffer.sampler.state_dict()}
+        # the next epoch's permutation is drawn ahead: part of the RNG stream
+        return {"optimizer": self.optimizer.state_dict(), "permutation": self.permutation}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.buffer.sampler.load_state_dict(state["sampler"])
+        if "sampler" in state:  # checkpoints of the replay-buffer version: its sampler's pre-drawn permutation
+            state = {"permutation": state["sampler"]["_sample_list"]}
+        self.permutation = state["permutation"]
 
 
 def _skip_memo_guards(guards: Sequence[Any]) -> list[bool]:

@@ -237,6 +237,45 @@ def test_compiled_update_matches_eager():
         ppo.update(batch.clone())
 
 
+def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_only():
+    """PPOUpdate indexes its minibatches itself, with the permutations TorchRL's ``SamplerWithoutReplacement`` draws
+    from the same RNG stream (so runs of the replay-buffer version replay bit for bit): every row once per epoch, the
+    next permutation drawn ahead and kept in the state, which also loads from the replay-buffer version's checkpoints."""
+    from tensordict import TensorDict
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+    from torchrl.data.replay_buffers import SamplerWithoutReplacement
+
+    cfg = _compose("preset=smoke")
+    torch.manual_seed(0)
+    actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+    ppo, other = (utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm) for _ in range(2))
+    rows, minibatches = 800, cfg.ppo.num_minibatches
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(rows), sampler=SamplerWithoutReplacement(),
+                                    batch_size=rows // minibatches)
+    torch.manual_seed(1)
+    expected = []
+    for _ in range(3):
+        buffer.extend(TensorDict({"row": torch.arange(rows)}, [rows]))
+        expected += [batch["row"] for batch in buffer]
+        torch.rand(3)  # the update's own draws between epochs
+    torch.manual_seed(1)
+    ours = []
+    for _ in range(3):
+        ours += list(ppo.minibatches(rows))
+        torch.rand(3)
+    assert len(ours) == len(expected) == 3 * minibatches
+    assert all(torch.equal(a, b) for a, b in zip(ours, expected))
+    for epoch in range(3):
+        assert torch.equal(torch.cat(ours[epoch * minibatches:(epoch + 1) * minibatches]).sort().values, torch.arange(rows))
+    state = ppo.state_dict()
+    assert torch.equal(state["permutation"], buffer.sampler.state_dict()["_sample_list"])
+    other.load_state_dict({"optimizer": state["optimizer"], "sampler": buffer.sampler.state_dict()})
+    assert torch.equal(other.permutation, ppo.permutation)
+    # the minibatches carry what the losses read, not the collector's bookkeeping
+    assert {"observation", "latent", "latent_log_prob", "advantage", "value_target"} <= set(ppo.minibatch_keys)
+    assert not {"step_count", ("collector", "traj_ids"), "episode_reward"} & set(ppo.minibatch_keys)
+
+
 def test_target_return_ends_the_run_at_the_first_evaluation_that_reaches_it(tmp_path):
     result = _run("gorl_ppo.py", tmp_path, "eval.target_return=-1000")
     assert result.returncode == 0, result.stderr[-4000:]
