@@ -639,10 +639,13 @@ class PPOUpdate:
                                                   dynamic=False, options={"guard_filter_fn": _skip_memo_guards})
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = self._adam()
-        # what the losses read: minibatches are gathered from these keys only (a third of the batch's)
+        # what the losses read (their in_keys, advantages, targets, and the masks TorchRL's losses look for):
+        # minibatches are gathered from these keys only, 10 of the batch's 25
         keys = loss.tensor_keys
         self.minibatch_keys = list(dict.fromkeys([*loss.in_keys, keys.advantage, keys.value_target, keys.value,
+                                                  *loss._loss_mask_keys(),
                                                   *(self.prior.in_keys if self.prior is not None else ())]))
+        self.minibatch_size = frames_per_iteration(cfg) // cfg.ppo.num_minibatches
         self.device = device
         self.permutation: torch.Tensor | None = None  # the next epoch's row order, drawn ahead (see minibatches)
         self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
@@ -718,7 +721,8 @@ class PPOUpdate:
         return {f"train/{k}": float(v) / count for k, v in totals.items()}
 
     def minibatches(self, num_rows: int) -> Iterator[torch.Tensor]:
-        """Row indices of one epoch's minibatches: a random permutation split in ``ppo.num_minibatches``.
+        """Row indices of one epoch's minibatches: a random permutation of the rows, split in minibatches of
+        ``frames per iteration / ppo.num_minibatches`` rows (a smaller batch gets fewer of the same size).
 
         The rows are indexed directly rather than through a TorchRL replay buffer (its storage copy and sampling
         cost a tenth of a 500-row minibatch on CPU), with the RNG stream of TorchRL's ``SamplerWithoutReplacement``,
@@ -727,7 +731,7 @@ class PPOUpdate:
         permutation = self.permutation
         if permutation is None or permutation.numel() != num_rows:
             permutation = torch.randperm(num_rows, device=self.device)
-        chunks = permutation.split(num_rows // self.cfg.ppo.num_minibatches)
+        chunks = permutation.split(self.minibatch_size)
         for i, index in enumerate(chunks):
             if i == len(chunks) - 1:
                 self.permutation = torch.randperm(num_rows, device=self.device)
@@ -759,7 +763,8 @@ class PPOUpdate:
         self.optimizer.load_state_dict(state["optimizer"])
         if "sampler" in state:  # checkpoints of the replay-buffer version: its sampler's pre-drawn permutation
             state = {"permutation": state["sampler"]["_sample_list"]}
-        self.permutation = state["permutation"]
+        permutation = state["permutation"]
+        self.permutation = None if permutation is None else permutation.to(self.device)
 
 
 def _skip_memo_guards(guards: Sequence[Any]) -> list[bool]:

@@ -249,7 +249,7 @@ def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_onl
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     ppo, other = (utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm) for _ in range(2))
-    rows, minibatches = 800, cfg.ppo.num_minibatches
+    rows, minibatches = utils_gorl.frames_per_iteration(cfg), cfg.ppo.num_minibatches
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(rows), sampler=SamplerWithoutReplacement(),
                                     batch_size=rows // minibatches)
     torch.manual_seed(1)
@@ -271,6 +271,8 @@ def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_onl
     assert torch.equal(state["permutation"], buffer.sampler.state_dict()["_sample_list"])
     other.load_state_dict({"optimizer": state["optimizer"], "sampler": buffer.sampler.state_dict()})
     assert torch.equal(other.permutation, ppo.permutation)
+    # a smaller batch (a warm-up slice) gets fewer minibatches of the same size, as from the replay buffer
+    assert [len(index) for index in other.minibatches(rows // 2)] == [rows // minibatches] * (minibatches // 2)
     # the minibatches carry what the losses read, not the collector's bookkeeping
     assert {"observation", "latent", "latent_log_prob", "advantage", "value_target"} <= set(ppo.minibatch_keys)
     assert not {"step_count", ("collector", "traj_ids"), "episode_reward"} & set(ppo.minibatch_keys)
