@@ -58,11 +58,11 @@ def compose(task: str, overrides: list[str]):
         return hydra_compose(config_name="gorl_ppo", overrides=[f"env.task={task}", *overrides])
 
 
-def matmul_gflops(threads: int, seconds: float = 1.0) -> float:
-    """Dense float32 4096x256 @ 256x256 rate on ``threads`` threads: the update's layer shape at a large batch."""
+def matmul_gflops(threads: int, seconds: float = 1.0, rows: int = 4096) -> float:
+    """Dense float32 ``rows``x256 @ 256x256 rate on ``threads`` threads: the update's layer shape at a large batch."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(4096, 256), torch.randn(256, 256)
+    a, b = torch.randn(rows, 256), torch.randn(256, 256)
     for _ in range(20):
         a @ b
     n, start = 0, time.perf_counter()
@@ -70,7 +70,7 @@ def matmul_gflops(threads: int, seconds: float = 1.0) -> float:
         for _ in range(20):
             a @ b
         n += 20
-    rate = 2 * 4096 * 256 * 256 * n / (time.perf_counter() - start) / 1e9
+    rate = 2 * rows * 256 * 256 * n / (time.perf_counter() - start) / 1e9
     torch.set_num_threads(before)
     return rate
 

@@ -1,0 +1,92 @@
+"""Where one PPO update of a preset spends its time, per 500-row minibatch, against the bare critic's rate.
+
+Prints (a) milliseconds per minibatch of each part of ``PPOUpdate._update`` (GAE critic pass, index and gather,
+losses forward, backward, gradient clip, Adam step, metric sums), timed with ``perf_counter`` around each part over
+whole updates of one collected cheetah-run batch, and (b) the forward-and-backward rate of a bare critic MLP (the
+preset's sizes) on one minibatch, eager and compiled, next to dense matmul rates at 500 and 4096 rows: the practical
+ceiling of the update's FLOP rate on these cores.
+
+    python benchmarks/update_parts.py                      # the default preset
+    python benchmarks/update_parts.py ppo.compile=false    # any hydra overrides
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+
+import torch
+
+from train_throughput import Loop, matmul_gflops
+
+
+def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200) -> float:
+    cells = list(cfg.encoder.critic_num_cells)
+    layers, width = [], obs_dim
+    for cell in cells:
+        layers += [torch.nn.Linear(width, cell), torch.nn.SiLU()]
+        width = cell
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
+    fn = torch.compile(net) if compiled else net
+    x = torch.randn(rows, obs_dim)
+    for _ in range(10):
+        fn(x).square().mean().backward()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn(x).square().mean().backward()
+    dims = [obs_dim, *cells, 1]
+    flops = 3 * 2 * rows * sum(a * b for a, b in zip(dims[:-1], dims[1:]))  # forward + backward (2x)
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    loop = Loop("cheetah-run", ["preset=cpu_fast", *sys.argv[1:]])
+    ppo, cfg = loop.ppo, loop.cfg
+    loop.seed += 1
+    data = loop.U.collect(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
+    loop.close()
+    torch.set_num_threads(cfg.ppo.num_threads or torch.get_num_threads())
+    parts = ["gae", "gather", "forward", "backward", "clip", "adam", "metrics"]
+    for repeat in range(3):  # the box is shared: three updates show the spread
+        spent, count, totals = dict.fromkeys(parts, 0.0), 0, {}
+        for _ in range(cfg.ppo.epochs):
+            t0 = time.perf_counter()
+            ppo.gae_(data)
+            rows = data.select(*ppo.minibatch_keys, strict=False).reshape(-1)
+            spent["gae"] += time.perf_counter() - t0
+            for index in ppo.minibatches(rows.numel()):
+                t = [time.perf_counter()]
+                batch = rows[index]
+                t.append(time.perf_counter())
+                losses, metrics = ppo.minibatch_losses(batch)
+                loss = sum(losses.values())
+                t.append(time.perf_counter())
+                ppo.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                t.append(time.perf_counter())
+                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(ppo.params, ppo.max_grad_norm)
+                t.append(time.perf_counter())
+                ppo.optimizer.step()
+                t.append(time.perf_counter())
+                for key, value in {**metrics, **losses}.items():
+                    totals[key] = totals.get(key, 0.0) + value.detach().mean()
+                t.append(time.perf_counter())
+                for part, a, b in zip(parts[1:], t[:-1], t[1:]):
+                    spent[part] += b - a
+                count += 1
+        total = sum(spent.values())
+        print(f"update {repeat}: {total * 1e3:.0f} ms, {data.numel() / total:,.0f} env steps/s; ms per minibatch: "
+              + ", ".join(f"{part} {spent[part] / count * 1e3:.2f}" for part in parts))
+    obs_dim = data["observation"].shape[-1]
+    rows, threads = ppo.minibatch_size, torch.get_num_threads()
+    print(f"matmul x256x256 GFLOP/s, {threads} threads: {rows} rows {matmul_gflops(threads, rows=rows):.0f}, "
+          f"4096 rows {matmul_gflops(threads):.0f}")
+    print(f"bare critic forward+backward on {rows} rows, GFLOP/s: eager {critic_gflops(cfg, obs_dim, rows, False):.0f}, "
+          f"compiled {critic_gflops(cfg, obs_dim, rows, True):.0f}")
+
+
+if __name__ == "__main__":
+    main()
