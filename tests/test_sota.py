@@ -297,12 +297,12 @@ def test_accepts_paper_task_names():
 
 
 def test_default_command_runs_the_cpu_fast_preset():
-    """The README's main command (no overrides) is the 2-core preset of docs/performance.md: 64 envs in 2
-    collector processes, 125-step unrolls, 16 compiled minibatches, 3.02M env steps; the earlier full-episode
+    """The README's main command (no overrides) is the 2-core preset of docs/performance.md: 32 envs in 2
+    collector processes, 250-step unrolls, 16 compiled minibatches, 3.02M env steps; the earlier full-episode
     configuration stays selectable as ``preset=cpu``."""
     cfg = _compose()
     utils_gorl.validate_config(cfg)
-    assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (64, 2, 125)
+    assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (32, 2, 250)
     assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile is True
     assert utils_gorl.frames_per_iteration(cfg) == 8_000
     assert sum(cfg.schedule.stage_frames) == 2_784_000  # encoder PPO; + 3 refits x 10 iterations of decoder data = 3.02M
