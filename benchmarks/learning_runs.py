@@ -10,6 +10,7 @@
     python benchmarks/learning_runs.py time-to-score  # that table, in docs/performance.md
     python benchmarks/learning_runs.py stages cheetah-run gorl_flow   # first / best / last eval of each stage
     python benchmarks/learning_runs.py stages cheetah-run gorl_flow --results time_to_score   # of other saved runs
+    python benchmarks/learning_runs.py summaries --results default_preset   # final / best / last return, minutes
     python benchmarks/learning_runs.py train-log finger-spin fpo 1 cfm_loss   # a run's train/ scalars to CSV
 
 Each run's ``eval.csv`` and ``summary.json`` are copied to ``results/learning/<task>/<method>/seed<k>/`` (small,
@@ -159,6 +160,28 @@ def status() -> None:
         state = "finished" if done else "running or interrupted"
         steps = env_steps_reached(run_dir) / 1e6
         print(f"{run_dir.relative_to(OUTPUTS)}: {steps:.2f}M env steps, {state}")
+
+
+def summaries() -> list[str]:
+    """Per saved run: its final return (fresh episodes), best and last evaluation, env steps and training minutes,
+    then mean and spread over the seeds of each task and method."""
+    lines, groups = [], {}
+    for path in sorted(RESULTS.glob("*/*/seed*/summary.json")):
+        summary = json.loads(path.read_text())
+        rows = list(csv.DictReader(open(path.parent / "eval.csv")))
+        last = float(rows[-1]["return_mean"])
+        minutes = float(summary["wall_time_train_s"]) / 60 if "wall_time_train_s" in summary else float("nan")
+        groups.setdefault(path.parts[-4:-2], []).append((summary["final_return"], summary["best_eval_return"], last, minutes))
+        lines.append(f"{'/'.join(path.parts[-4:-1])}: final {summary['final_return']:.0f}, best "
+                     f"{summary['best_eval_return']:.0f}, last {last:.0f} at {summary['frames_total'] / 1e6:.2f}M env "
+                     f"steps, {minutes:.1f} min of training")
+    for (task, method), values in groups.items():
+        columns = np.array(values).T
+        lines.append(f"{task}/{method} ({len(values)} seeds): " + ", ".join(
+            f"{name} {col.mean():.0f} +- {col.std(ddof=1) if len(col) > 1 else 0:.0f} ({col.min():.0f}-{col.max():.0f})" if name != "minutes" else
+            f"minutes {col.mean():.1f} ({col.min():.1f}-{col.max():.1f})"
+            for name, col in zip(("final", "best", "last", "minutes"), columns)))
+    return lines
 
 
 def train_log(run_dir: pathlib.Path, names: list[str]) -> list[list[float]]:
@@ -540,6 +563,8 @@ def main() -> None:
     run.epilog = "Any argument of the form key=value is a hydra override for every run, wherever it stands."
     sub.add_parser("table", help="rebuild the table in docs/results.md and docs/img/ from results/")
     sub.add_parser("status", help="env steps reached by each run in outputs/learning/")
+    summ = sub.add_parser("summaries", help="final, best and last return and training minutes of the saved runs")
+    summ.add_argument("--results", default="learning", help="the saved runs of results/NAME")
     sub.add_parser("time-to-score", help="the time-to-score table in docs/performance.md from results/time_to_score")
     stages = sub.add_parser("stages", help="first / best / last evaluation of each stage of a method's saved runs")
     stages.add_argument("task")
@@ -570,6 +595,9 @@ def main() -> None:
         return
     if args.command == "status":
         status()
+        return
+    if args.command == "summaries":
+        print("\n".join(summaries()))
         return
     if args.command == "time-to-score":
         make_time_to_score_table()
