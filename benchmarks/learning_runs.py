@@ -171,16 +171,17 @@ def summaries() -> list[str]:
         rows = list(csv.DictReader(open(path.parent / "eval.csv")))
         last = float(rows[-1]["return_mean"])
         minutes = float(summary["wall_time_train_s"]) / 60 if "wall_time_train_s" in summary else float("nan")
-        groups.setdefault(path.parts[-4:-2], []).append((summary["final_return"], summary["best_eval_return"], last, minutes))
+        values = (summary["final_return"], summary["best_eval_return"], last, minutes)
+        groups.setdefault(path.parts[-4:-2], []).append(values)
         lines.append(f"{'/'.join(path.parts[-4:-1])}: final {summary['final_return']:.0f}, best "
                      f"{summary['best_eval_return']:.0f}, last {last:.0f} at {summary['frames_total'] / 1e6:.2f}M env "
                      f"steps, {minutes:.1f} min of training")
     for (task, method), values in groups.items():
-        columns = np.array(values).T
-        lines.append(f"{task}/{method} ({len(values)} seeds): " + ", ".join(
-            f"{name} {col.mean():.0f} +- {col.std(ddof=1) if len(col) > 1 else 0:.0f} ({col.min():.0f}-{col.max():.0f})" if name != "minutes" else
-            f"minutes {col.mean():.1f} ({col.min():.1f}-{col.max():.1f})"
-            for name, col in zip(("final", "best", "last", "minutes"), columns)))
+        final, best, last, minutes = np.array(values).T
+        spread = [f"{name} {col.mean():.0f} +- {col.std(ddof=1) if len(col) > 1 else 0:.0f} "
+                  f"({col.min():.0f}-{col.max():.0f})" for name, col in (("final", final), ("best", best), ("last", last))]
+        lines.append(f"{task}/{method} ({len(values)} seeds): {', '.join(spread)}, "
+                     f"minutes {minutes.mean():.1f} ({minutes.min():.1f}-{minutes.max():.1f})")
     return lines
 
 
@@ -526,7 +527,8 @@ def make_time_to_score_table() -> None:
     words = sorted({w for path in saved for w in path.read_text().split() if w.startswith(("schedule.", "ppo."))})
     # the runs made before 32 x 250 became the preset's default name it as overrides; equal to the preset's now
     given = sorted({w for path in saved for w in path.read_text().split() if w.startswith("collector.")})
-    given_text = f"; their commands also give {' '.join(f'`{w}`' for w in given)}, the preset's values now" if given else ""
+    given_text = (f"; their commands also give {' '.join(f'`{w}`' for w in given)}, the preset's values now"
+                  if given else "")
     stops = any("eval.target_return=" in path.read_text() for path in saved)
     new = (f"cpu_fast preset: `results/time_to_score`, runs capped at "
            f"{' '.join(f'`{w}`' for w in words) or 'the whole schedule'} (up to there the training is the full "
