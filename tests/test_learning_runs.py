@@ -391,3 +391,17 @@ def test_results_md_quotes_of_the_fpo_batch_have_their_data_behind_them(runs):
                for m in grid)
     words = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     assert f"({words[left] if left < len(words) else left} runs left)" in text
+
+
+def test_summaries_command_backs_the_default_command_numbers(runs, monkeypatch):
+    """README and docs/performance.md quote the default command's whole runs; `summaries` reads them off the committed
+    summary.json and eval.csv files (final on fresh episodes, best, last, training minutes, sample std over seeds)."""
+    monkeypatch.setattr(runs, "RESULTS", ROOT / "results" / "default_preset")
+    lines = runs.summaries()
+    assert lines[0] == ("cheetah-run/gorl_flow/seed1: final 405, best 427, last 338 at 3.02M env steps, "
+                        "20.0 min of training")
+    assert lines[-1] == ("cheetah-run/gorl_flow (3 seeds): final 387 +- 71 (308-447), best 474 +- 51 (427-528), "
+                         "last 354 +- 47 (316-406), minutes 21.5 (20.0-22.2)")
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "20.0-22.2 minutes of training" in readme and "405 / 308 / 447 on fresh episodes" in readme
+    assert "| mean +- std | 387 +- 71 | 474 +- 51 | 354 +- 47 | 21.5 |" in (ROOT / "docs" / "performance.md").read_text()
