@@ -462,10 +462,14 @@ def make_table() -> None:
                   "|---|---|---|---|---|",
                   *collapse_rows(runs), "", "![FPO collapse](img/fpo_collapse.png)", ""]
         plot_collapse(runs, img / "fpo_collapse.png")
-    results = ROOT / "docs" / "results.md"
-    text = results.read_text()
-    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-    results.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
+    write_block(ROOT / "docs" / "results.md", TABLE_START, TABLE_END, lines)
+
+
+def write_block(doc: pathlib.Path, start_marker: str, end_marker: str, lines: list[str]) -> None:
+    """Replace what stands between two markers of a doc with ``lines`` (and print them)."""
+    text = doc.read_text()
+    start, end = text.index(start_marker) + len(start_marker), text.index(end_marker)
+    doc.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
     print("\n".join(lines))
 
 
@@ -473,8 +477,10 @@ TTS_START, TTS_END = "<!-- time-to-score:start -->", "<!-- time-to-score:end -->
 TTS_THRESHOLDS = {"cheetah-run": 400.0, "finger-spin": 600.0}
 TTS_METHODS = ("gorl_flow", "ppo_gaussian")
 THROUGHPUT_JSON = ROOT / "benchmarks" / "results" / "train_throughput.json"
-# the cpu_fast preset's runs, the same preset's earlier 64 envs x 125-step unrolls, the cpu preset's grid (last)
-TTS_SOURCES = tuple(ROOT / "results" / name for name in ("time_to_score", "time_to_score_64x125", "learning"))
+# the table's columns: saved runs and whether their eval.csv has the measured wall-clock (the cpu_fast preset's runs,
+# the same preset's earlier 64 envs x 125-step unrolls) or it is estimated (the cpu preset's grid)
+TTS_SOURCES = ((ROOT / "results" / "time_to_score", True), (ROOT / "results" / "time_to_score_64x125", True),
+               (ROOT / "results" / "learning", False))
 
 
 def time_to_score_rows() -> list[str]:
@@ -492,8 +498,7 @@ def time_to_score_rows() -> list[str]:
     for task, threshold in TTS_THRESHOLDS.items():
         for method in TTS_METHODS:
             cells = []
-            for results in TTS_SOURCES:
-                preset = "old" if results == TTS_SOURCES[-1] else "new"
+            for results, measured in TTS_SOURCES:
                 per_seed = []
                 for seed in (1, 2, 3):
                     path = results / task / method / f"seed{seed}" / "eval.csv"
@@ -505,12 +510,12 @@ def time_to_score_rows() -> list[str]:
                     last = rows[-1]
                     if hit is None:
                         best = max(float(r["return_mean"]) for r in rows)
-                        if preset == "new":
+                        if measured:
                             reached = f"{float(last['wall_time_train_s']) / 60:.1f} min"
                         else:
                             reached = f"{float(last['frames_total']) / rates[task]['old_fps'] / 60:.1f} min"
                         per_seed.append(f"not in {float(last['frames_total']) / 1e6:.2f}M ({reached}; best {best:.0f})")
-                    elif preset == "new":
+                    elif measured:
                         per_seed.append(f"{float(hit['wall_time_train_s']) / 60:.1f} ({float(hit['frames_total']) / 1e6:.2f}M)")
                     else:
                         per_seed.append(f"{float(hit['frames_total']) / rates[task]['old_fps'] / 60:.1f} "
@@ -520,16 +525,17 @@ def time_to_score_rows() -> list[str]:
     return lines
 
 
-def make_time_to_score_table() -> None:
+def time_to_score_lines() -> list[str]:
+    """The time-to-score block of docs/performance.md: its note and table."""
     rates = json.loads(THROUGHPUT_JSON.read_text())
     old = ", ".join(f"{row['task']} {row['old_fps']:,.0f}" for row in rates["tasks"] if row["task"] in TTS_THRESHOLDS)
-    saved = sorted((ROOT / "results" / "time_to_score").glob("*/*/seed*/command.txt"))
-    words = sorted({w for path in saved for w in path.read_text().split() if w.startswith(("schedule.", "ppo."))})
+    saved = {w for path in TTS_SOURCES[0][0].glob("*/*/seed*/command.txt") for w in path.read_text().split()}
+    words = sorted(w for w in saved if w.startswith(("schedule.", "ppo.")))
     # the runs made before 32 x 250 became the preset's default name it as overrides; equal to the preset's now
-    given = sorted({w for path in saved for w in path.read_text().split() if w.startswith("collector.")})
+    given = sorted(w for w in saved if w.startswith("collector."))
     given_text = (f"; their commands also give {' '.join(f'`{w}`' for w in given)}, the preset's values now"
                   if given else "")
-    stops = any("eval.target_return=" in path.read_text() for path in saved)
+    stops = any(w.startswith("eval.target_return=") for w in saved)
     new = (f"cpu_fast preset: `results/time_to_score`, runs capped at "
            f"{' '.join(f'`{w}`' for w in words) or 'the whole schedule'} (up to there the training is the full "
            f"preset run's{given_text}), the `wall_time_train_s` of the first evaluation at or above the threshold"
@@ -543,11 +549,11 @@ def make_time_to_score_table() -> None:
              "| task | threshold | method | cpu_fast preset: minutes (env steps) | cpu_fast, 64 x 125 | "
              "cpu preset: minutes (env steps) |",
              "|---|---|---|---|---|---|", *time_to_score_rows()]
-    doc = ROOT / "docs" / "performance.md"
-    text = doc.read_text()
-    start, end = text.index(TTS_START) + len(TTS_START), text.index(TTS_END)
-    doc.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
-    print("\n".join(lines))
+    return lines
+
+
+def make_time_to_score_table() -> None:
+    write_block(ROOT / "docs" / "performance.md", TTS_START, TTS_END, time_to_score_lines())
 
 
 def main() -> None:
