@@ -57,9 +57,12 @@ def main() -> None:
             ppo.gae_(data)
             rows = data.select(*ppo.minibatch_keys, strict=False).reshape(-1)
             spent["gae"] += time.perf_counter() - t0
-            for index in ppo.minibatches(rows.numel()):
+            batches = ppo.minibatches(rows)
+            while True:
                 t = [time.perf_counter()]
-                batch = rows[index]
+                batch = next(batches, None)  # the first one gathers the epoch
+                if batch is None:
+                    break
                 t.append(time.perf_counter())
                 losses, metrics = ppo.minibatch_losses(batch)
                 loss = sum(losses.values())
