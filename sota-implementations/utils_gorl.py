@@ -12,6 +12,7 @@ import logging
 import pathlib
 import shutil
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -635,7 +636,7 @@ class PPOUpdate:
         # the guards on the minibatch's tensors are checked per call (see `_minibatch_guards`)
         self.minibatch_losses = self._minibatch_losses
         if cfg.ppo.compile:
-            self.minibatch_losses = torch.compile(self._minibatch_losses, backend=cfg.ppo.compile_backend,
+            self.minibatch_losses = torch.compile(_own_code(self._minibatch_losses), backend=cfg.ppo.compile_backend,
                                                   dynamic=False, options={"guard_filter_fn": _minibatch_guards})
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = self._adam()
@@ -773,15 +774,29 @@ def _minibatch_guards(guards: Sequence[Any]) -> list[bool]:
     """torch.compile guard filter of the minibatch losses: keeps the guards on the minibatch's tensors (keys, shapes,
     dtypes) and drops those on modules and globals.
 
-    Checking all of them cost about 1 ms per call, a tenth of a minibatch's update on 2 cores. Within a run none of
-    the dropped ones can fail: the modules keep their structure and attributes (weights are updated in place and read
-    at every call; stage values live in tensors), and the globals are imports and flags. Among them is the size of
-    tensordict's tensorclass memo (a cache of "is this class a tensorclass"), which grows when the refit first builds
-    other TensorDicts and used to recompile the minibatch losses at stage 1 (a minute on 2 cores) for an identical
-    graph."""
+    Checking all of them cost 0.3-1 ms per call, up to a tenth of a minibatch's update on 2 cores. Within one
+    :class:`PPOUpdate` none of the dropped ones can fail: its modules keep their structure and attributes (weights are
+    updated in place and read at every call; stage values live in tensors), and the globals are imports, hooks and
+    modes that the update never changes (it runs outside any exploration-type context). Another ``PPOUpdate`` in the
+    same process, whose modules differ, never meets these graphs: each compiles its own copy of the code
+    (:func:`_own_code`). Among the dropped guards is the size of tensordict's tensorclass memo (a cache of "is this
+    class a tensorclass"), which grows when the refit first builds other TensorDicts and used to recompile the
+    minibatch losses at stage 1 (a minute on 2 cores) for an identical graph."""
     modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(guards)
     globals_ = torch.compiler.skip_guard_on_globals_unsafe(guards)
     return [a and b and "_TENSORCLASS_MEMO" not in guard.name for a, b, guard in zip(modules, globals_, guards)]
+
+
+def _own_code(method: Callable) -> Callable:
+    """``method`` bound to a private copy of its function's code object. Dynamo keeps compiled graphs per code
+    object, so the graphs compiled through the copy serve this instance only; with the guards on its modules dropped
+    (:func:`_minibatch_guards`), a graph of another instance (other sizes, ``normalize_advantage``, loss type) would
+    otherwise run here unchecked."""
+    func = method.__func__
+    own = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__,
+                             func.__closure__)
+    own.__qualname__ = func.__qualname__
+    return types.MethodType(own, method.__self__)
 
 
 def train_episode_metrics(data: TensorDictBase) -> dict[str, float]:

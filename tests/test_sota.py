@@ -240,6 +240,26 @@ def test_compiled_update_matches_eager():
         ppo.minibatch_losses(minibatch[:37].clone())
 
 
+def test_compiled_losses_of_two_updates_in_one_process_stay_apart():
+    """The guard filter drops the guards on the loss modules; each PPOUpdate compiles its own copy of the code, so
+    a second update in the same process (a hydra multirun, a test) with another ``normalize_advantage`` does not run
+    the first one's graph."""
+    batch = _unrolled_batches(1)[0]
+    for normalize in ("false", "true"):
+        cfg = _compose("preset=smoke", "collector.unroll_length=400", "ppo.compile=true", "ppo.compile_backend=aot_eager",
+                       f"ppo.normalize_advantage={normalize}")
+        torch.manual_seed(0)
+        actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+        ppo = utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+        minibatch = ppo.gae_(batch.clone()).reshape(-1)[:200]
+        eager, _ = ppo._minibatch_losses(minibatch.clone())
+        compiled, _ = ppo.minibatch_losses(minibatch.clone())
+        torch.testing.assert_close(compiled["loss_objective"], eager["loss_objective"], rtol=1e-5, atol=1e-7)
+        if normalize == "true":  # normalised advantages have mean 0: a different objective than the first update's
+            assert not torch.allclose(eager["loss_objective"], first, atol=1e-4)
+        first = eager["loss_objective"]
+
+
 def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_only():
     """PPOUpdate indexes its minibatches itself, with the permutations TorchRL's ``SamplerWithoutReplacement`` draws
     from the same RNG stream (so runs of the replay-buffer version replay bit for bit): every row once per epoch, the
