@@ -168,7 +168,7 @@ def summaries() -> list[str]:
     lines, groups = [], {}
     for path in sorted(RESULTS.glob("*/*/seed*/summary.json")):
         summary = json.loads(path.read_text())
-        rows = list(csv.DictReader(open(path.parent / "eval.csv")))
+        rows = list(csv.DictReader((path.parent / "eval.csv").read_text().splitlines()))
         last = float(rows[-1]["return_mean"])
         minutes = float(summary["wall_time_train_s"]) / 60 if "wall_time_train_s" in summary else float("nan")
         values = (summary["final_return"], summary["best_eval_return"], last, minutes)

@@ -4,10 +4,12 @@ Prints (a) milliseconds per minibatch of each part of ``PPOUpdate._update`` (GAE
 losses forward, backward, gradient clip, Adam step, metric sums), timed with ``perf_counter`` around each part over
 whole updates of one collected cheetah-run batch, and (b) the forward-and-backward rate of a bare critic MLP (the
 preset's sizes) on one minibatch, eager and compiled, next to dense matmul rates at 500 and 4096 rows: the practical
-ceiling of the update's FLOP rate on these cores.
+ceiling of the update's FLOP rate on these cores. With ``--profile``, then (c) torch.profiler's table of one more
+whole update (the ops with the most self CPU time: matmuls, the compiled graphs, dynamo's guard checks, Adam).
 
     python benchmarks/update_parts.py                      # the default preset
     python benchmarks/update_parts.py ppo.compile=false    # any hydra overrides
+    python benchmarks/update_parts.py --profile            # + the profiler table
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200)
 def main() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    loop = Loop("cheetah-run", ["preset=cpu_fast", *sys.argv[1:]])
+    overrides = [arg for arg in sys.argv[1:] if arg != "--profile"]
+    loop = Loop("cheetah-run", ["preset=cpu_fast", *overrides])
     ppo, cfg = loop.ppo, loop.cfg
     loop.seed += 1
     data = loop.U.collect(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
@@ -89,6 +92,12 @@ def main() -> None:
           f"4096 rows {matmul_gflops(threads):.0f}")
     print(f"bare critic forward+backward on {rows} rows, GFLOP/s: eager {critic_gflops(cfg, obs_dim, rows, False):.0f}, "
           f"compiled {critic_gflops(cfg, obs_dim, rows, True):.0f}")
+    if "--profile" in sys.argv[1:]:
+        from torch.profiler import profile, ProfilerActivity
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            ppo.update(data.clone())
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=45))
 
 
 if __name__ == "__main__":

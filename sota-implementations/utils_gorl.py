@@ -784,7 +784,7 @@ def _minibatch_guards(guards: Sequence[Any]) -> list[bool]:
     minibatch losses at stage 1 (a minute on 2 cores) for an identical graph."""
     modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(guards)
     globals_ = torch.compiler.skip_guard_on_globals_unsafe(guards)
-    return [a and b and "_TENSORCLASS_MEMO" not in guard.name for a, b, guard in zip(modules, globals_, guards)]
+    return [a and b for a, b in zip(modules, globals_)]
 
 
 def _own_code(method: Callable) -> Callable:
