@@ -774,7 +774,8 @@ def _minibatch_guards(guards: Sequence[Any]) -> list[bool]:
     """torch.compile guard filter of the minibatch losses: keeps the guards on the minibatch's tensors (keys, shapes,
     dtypes) and drops those on modules and globals.
 
-    Checking all of them cost 0.3-1 ms per call, up to a tenth of a minibatch's update on 2 cores. Within one
+    Checking all of them cost about 1 ms per call on 2 cores, a tenth of a minibatch's update
+    (``benchmarks/update_parts.py --profile``: ``TorchDynamo Cache Lookup``). Within one
     :class:`PPOUpdate` none of the dropped ones can fail: its modules keep their structure and attributes (weights are
     updated in place and read at every call; stage values live in tensors), and the globals are imports, hooks and
     modes that the update never changes (it runs outside any exploration-type context). Another ``PPOUpdate`` in the
