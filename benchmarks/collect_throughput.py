@@ -7,7 +7,9 @@ All numbers come from this one run, on the same cores, so the ratios hold even o
     ``SerialEnv`` / ``ParallelEnv`` of ``DMControlEnv`` (+ CatTensors, DoubleToFloat, tanh), and the
     multi-process sync collector over ``SerialEnv``; the best of these;
 (c) our path with the same policy: ``BatchedDMControlEnv`` in one process and under the multi-process sync
-    collector (one worker per core); the best of these.
+    collector (one worker per core), the last also with the policy compiled in each worker
+    (``collector.compile_policy``: the cpu_fast preset's 16 envs per worker, eager and compiled, and 128); the best
+    of these.
 
     python benchmarks/collect_throughput.py                 # walker-walk and cheetah-run
     python benchmarks/collect_throughput.py --all-tasks     # the six paper tasks
@@ -69,22 +71,27 @@ def gorl_policy(obs_dim: int, act_dim: int):
     return make_gorl_policy(make_latent_actor(obs_dim, act_dim), decoder)
 
 
-def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, workers: int, parallel: int = 0) -> float:
+def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, workers: int, parallel: int = 0,
+                  compile_policy: bool = False) -> float:
     """Frames per second of a TorchRL collector running the GoRL policy, after one warm-up batch.
 
     ``workers``: processes of a multi-process sync collector (0: the collector runs in this process);
-    ``parallel``: instead, a ``ParallelEnv`` of that many processes, each stepping ``num_envs // parallel`` envs.
+    ``parallel``: instead, a ``ParallelEnv`` of that many processes, each stepping ``num_envs // parallel`` envs;
+    ``compile_policy``: the policy compiled in each collector (``collector.compile_policy``; the compile falls in the
+    warm-up batch).
     """
     from torchrl.collectors import Collector
     from torchrl.envs import EnvCreator, ParallelEnv
 
+    from torchrl_gorl.collectors import POLICY_COMPILE
     from torchrl_gorl.envs import make_env, make_single_env
 
     probe = make_single_env(task)
     policy = gorl_policy(probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1])
     probe.close()
     frames_per_batch = num_envs * 250
-    common = dict(frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False)
+    common = dict(frames_per_batch=frames_per_batch, total_frames=-1, auto_register_policy_transforms=False,
+                  compile_policy=POLICY_COMPILE if compile_policy else None)
     if parallel:
         env = ParallelEnv(parallel, EnvCreator(functools.partial(make_env, task, num_envs // parallel, backend=backend)))
         collector = Collector(env, policy, **common)
@@ -151,6 +158,12 @@ def measure_task(task: str, frames: int, cores: int) -> dict:
         f"MultiSyncCollector({cores} x BatchedDMControlEnv(64))": dict(backend="batched", num_envs=64 * cores, workers=cores),
         f"MultiSyncCollector({cores} x BatchedDMControlEnv(128))": dict(backend="batched", num_envs=128 * cores, workers=cores),
         f"Collector(ParallelEnv({cores} x BatchedDMControlEnv(64)))": dict(backend="batched", num_envs=64 * cores, workers=0, parallel=cores),
+        # the cpu_fast preset's collector (16 envs per process), eager and with collector.compile_policy=true
+        f"MultiSyncCollector({cores} x BatchedDMControlEnv(16))": dict(backend="batched", num_envs=16 * cores, workers=cores),
+        f"MultiSyncCollector({cores} x BatchedDMControlEnv(16)), compiled policy": dict(
+            backend="batched", num_envs=16 * cores, workers=cores, compile_policy=True),
+        f"MultiSyncCollector({cores} x BatchedDMControlEnv(128)), compiled policy": dict(
+            backend="batched", num_envs=128 * cores, workers=cores, compile_policy=True),
     }
     for group, configs in (("torchrl", torchrl), ("ours", ours)):
         rates = {name: collector_fps(task, frames, **kwargs) for name, kwargs in configs.items()}
@@ -184,7 +197,7 @@ def main() -> None:
         print(f"\n{r['task']}: frames per second of every configuration (GoRL policy, {args.cores} cores)")
         for group in ("torchrl", "ours"):
             for name, fps in r[f"{group}_configs"].items():
-                print(f"  {group:<8}{name:<48}{fps:>10.0f}")
+                print(f"  {group:<8}{name:<66}{fps:>10.0f}")
     training = {}
     if args.training_iterations:
         print("\nwhole training iterations, CPU preset (8 envs x 1000 steps + PPO update), cheetah-run:")

@@ -43,7 +43,7 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from config_checks import choice, int_list, positive_float, positive_int
-from torchrl_gorl.collectors import ResumableCollector, SeededCollector
+from torchrl_gorl.collectors import POLICY_COMPILE, ResumableCollector, SeededCollector
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
 from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available, resolve_playground_task
@@ -116,6 +116,10 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(f"config key ppo.compile must be true or false, got {cfg.ppo.compile!r}.")
     if cfg.ppo.compile:
         check_compile_backend(cfg)
+    if not isinstance(cfg.collector.compile_policy, bool):
+        raise ValueError(f"config key collector.compile_policy must be true or false, got {cfg.collector.compile_policy!r}.")
+    if cfg.collector.compile_policy:
+        check_cpp_compiler(cfg, "collector.compile_policy")
     for key in ("ppo.lr", "refit.lr"):
         positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
@@ -212,18 +216,25 @@ def check_compile_backend(cfg: DictConfig) -> None:
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise ValueError(f"config key ppo.compile_backend = {backend!r} is not a torch.compile backend; one of "
                          f"{torch._dynamo.list_backends()}.")
-    if backend == "inductor" and not str(cfg.device).startswith("cuda"):
-        from torch._inductor.cpp_builder import get_cpp_compiler
+    if backend == "inductor":
+        check_cpp_compiler(cfg, "ppo.compile")
 
-        try:
-            compiler = get_cpp_compiler()
-        except Exception as err:  # noqa: BLE001 - torch names what it looked for
-            compiler, reason = None, str(err)
-        else:
-            reason = f"{compiler!r} is not on PATH"
-        if compiler is None or shutil.which(compiler) is None:
-            raise ValueError(f"config key ppo.compile=true: inductor on CPU needs a C++ compiler ({reason}); install "
-                             "one (e.g. g++), or set ppo.compile=false.")
+
+def check_cpp_compiler(cfg: DictConfig, key: str) -> None:
+    """Inductor on CPU (the switch ``key`` compiles with it) writes C++ and needs a compiler on ``PATH``."""
+    if str(cfg.device).startswith("cuda"):
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        compiler = get_cpp_compiler()
+    except Exception as err:  # noqa: BLE001 - torch names what it looked for
+        compiler, reason = None, str(err)
+    else:
+        reason = f"{compiler!r} is not on PATH"
+    if compiler is None or shutil.which(compiler) is None:
+        raise ValueError(f"config key {key}=true: inductor on CPU needs a C++ compiler ({reason}); install "
+                         f"one (e.g. g++), or set {key}=false.")
 
 
 def validate_flow_policy_config(cfg: DictConfig, method: str) -> None:
@@ -479,6 +490,7 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
         env_device=env_device,
         storing_device=device,
         auto_register_policy_transforms=False,
+        compile_policy=POLICY_COMPILE if cfg.collector.compile_policy else None,
     )
     if cfg.collector.backend == "ray":
         collector = make_ray_collector(cfg, env_maker(cfg, task, num_envs // workers, env_device), policy, **common)
@@ -555,7 +567,8 @@ def make_ray_collector(cfg: DictConfig, create_env: Callable[[], EnvBase], polic
     options = {
         "collector_class": SeededCollector,
         "collector_kwargs": {"num_threads": 1, "stagger_episodes": stagger_episodes(cfg),
-                             "auto_register_policy_transforms": common.pop("auto_register_policy_transforms")},
+                             "auto_register_policy_transforms": common.pop("auto_register_policy_transforms"),
+                             "compile_policy": common.pop("compile_policy")},  # compiled in the actor
         "ray_init_config": ray_init,
         "remote_configs": remote,
     }

@@ -2,14 +2,19 @@
 weights and statistics reach the workers."""
 import functools
 
+import pytest
 import torch
 from torchrl.collectors import Collector
 
 from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+from torchrl_gorl.collectors import POLICY_COMPILE
 from torchrl_gorl.envs import make_env
 
 
-def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statistics():
+@pytest.mark.parametrize("compile_policy", [None, POLICY_COMPILE], ids=["eager", "compiled"])
+def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statistics(compile_policy):
+    """Compiled in the workers (``collector.compile_policy``), the policy reads the weights and statistics synced in
+    place: its graphs take them as inputs."""
     actor, decoder = make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6)
     policy = make_gorl_policy(actor, decoder)
     collector = Collector(
@@ -20,6 +25,7 @@ def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statis
         frames_per_batch=200,
         total_frames=-1,
         auto_register_policy_transforms=False,
+        compile_policy=compile_policy,
     )
     try:
         batches = iter(collector)

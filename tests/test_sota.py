@@ -181,6 +181,7 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
         ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
         ("collector.stagger_episodes=maybe", "collector.stagger_episodes must be true or false, got 'maybe'"),
         ("ppo.compile=maybe", "ppo.compile must be true or false, got 'maybe'"),
+        ("collector.compile_policy=1", "collector.compile_policy must be true or false, got 1"),
         ("eval.target_return=high", "eval.target_return must be null or a number, got 'high'"),
     ],
 )
