@@ -478,8 +478,9 @@ TTS_THRESHOLDS = {"cheetah-run": 400.0, "finger-spin": 600.0}
 TTS_METHODS = ("gorl_flow", "ppo_gaussian")
 THROUGHPUT_JSON = ROOT / "benchmarks" / "results" / "train_throughput.json"
 # the table's columns: saved runs and whether their eval.csv has the measured wall-clock (the cpu_fast preset's runs,
-# the same preset's earlier 64 envs x 125-step unrolls) or it is estimated (the cpu preset's grid)
-TTS_SOURCES = ((ROOT / "results" / "time_to_score", True), (ROOT / "results" / "time_to_score_64x125", True),
+# the same preset with the reference's 5 x 256 critic and an eager collection policy) or it is estimated (the cpu
+# preset's grid)
+TTS_SOURCES = ((ROOT / "results" / "time_to_score", True), (ROOT / "results" / "time_to_score_critic5x256", True),
                (ROOT / "results" / "learning", False))
 
 
@@ -487,8 +488,8 @@ def time_to_score_rows() -> list[str]:
     """Wall-clock minutes of training until a run's deterministic evaluation first reaches the task's threshold.
 
     ``cpu_fast`` preset: ``wall_time_train_s`` of that ``eval.csv`` row in ``results/time_to_score`` (collection,
-    updates, refits; evaluations excluded), and the same for its earlier 64 x 125 unrolls in
-    ``results/time_to_score_64x125``. cpu preset: the env steps at which the saved 3.02M grid runs
+    updates, refits; evaluations excluded), and the same for the preset with the reference's critic and an eager
+    collection policy in ``results/time_to_score_critic5x256``. cpu preset: the env steps at which the saved 3.02M grid runs
     (``results/learning``, full-episode batches of 8 envs, several runs at a time) first reach it, at the old
     configuration's whole-iteration rate for the task measured by ``benchmarks/train_throughput.py``
     (``benchmarks/results/train_throughput.json``; refits and start-up not counted, which favours the cpu preset).
@@ -531,8 +532,8 @@ def time_to_score_lines() -> list[str]:
     old = ", ".join(f"{row['task']} {row['old_fps']:,.0f}" for row in rates["tasks"] if row["task"] in TTS_THRESHOLDS)
     saved = {w for path in TTS_SOURCES[0][0].glob("*/*/seed*/command.txt") for w in path.read_text().split()}
     words = sorted(w for w in saved if w.startswith(("schedule.", "ppo.")))
-    # the runs made before 32 x 250 became the preset's default name it as overrides; equal to the preset's now
-    given = sorted(w for w in saved if w.startswith("collector."))
+    # runs made as probes before their settings became the preset's name them as overrides; the preset's values now
+    given = sorted(w for w in saved if w.startswith(("collector.", "encoder.")))
     given_text = (f"; their commands also give {' '.join(f'`{w}`' for w in given)}, the preset's values now"
                   if given else "")
     stops = any(w.startswith("eval.target_return=") for w in saved)
@@ -544,9 +545,10 @@ def time_to_score_lines() -> list[str]:
              "Minutes of training wall-clock (env steps in brackets) until the deterministic evaluation first reaches "
              f"the threshold, seeds 1 / 2 / 3. {new}cpu preset: env steps of the 3.02M grid runs (its configuration "
              f"with a longer schedule) divided by its measured whole-iteration rate (env steps/s: {old}). The middle "
-             "column is the cpu_fast preset as it was before 32 x 250 (`results/time_to_score_64x125`, the same "
-             "protocol with 64 envs x 125-step unrolls).", "",
-             "| task | threshold | method | cpu_fast preset: minutes (env steps) | cpu_fast, 64 x 125 | "
+             "column is the cpu_fast preset as it was before its critic of 2 x 256 and compiled collection policy "
+             "(`results/time_to_score_critic5x256`, the same protocol with the reference's 5 x 256 critic and an "
+             "eager collection policy).", "",
+             "| task | threshold | method | cpu_fast preset: minutes (env steps) | cpu_fast, critic 5 x 256 | "
              "cpu preset: minutes (env steps) |",
              "|---|---|---|---|---|---|", *time_to_score_rows()]
     return lines
