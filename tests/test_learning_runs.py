@@ -409,11 +409,11 @@ def test_summaries_command_backs_the_default_command_numbers(runs, monkeypatch):
 
 def test_time_to_score_table_in_performance_md_is_what_the_saved_runs_give(runs):
     """docs/performance.md's time-to-score block is the generator's output from the committed runs, and its cells
-    are read off them (cheetah-run GoRL seed 3 of the default reaches 400 at its stage-0 end)."""
+    are read off them (cheetah-run GoRL seed 3 of the default reaches 400 at its third evaluation)."""
     lines = runs.time_to_score_lines()
     text = (ROOT / "docs" / "performance.md").read_text()
     block = text[text.index(runs.TTS_START) + len(runs.TTS_START):text.index(runs.TTS_END)]
     assert block.strip().splitlines() == "\n".join(lines).strip().splitlines()
     cheetah_gorl = next(line for line in lines if line.startswith("| cheetah-run | 400 | GoRL"))
-    assert cheetah_gorl.split(" | ")[3].endswith("/ 5.6 (0.93M)")
-    assert "`collector.num_envs=32`" in lines[2]  # the runs' own overrides are named
+    assert cheetah_gorl.split(" | ")[3].endswith("/ 2.7 (0.69M)")
+    assert "`encoder.critic_num_cells=[256,256]`" in lines[2]  # the runs' own overrides are named

@@ -134,10 +134,11 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
 def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
     """Running envs in 2 collector processes: a run resumed mid-stage (mid-episode) ends bit-identical to the
     uninterrupted run, because the checkpoint carries each worker's physics, task RNG, carried observations and
-    sampling RNG."""
+    sampling RNG. The workers compile their policy, as the default preset's: compiled at the first call
+    (``POLICY_COMPILE``), the resumed run's first step takes the same compiled floats as the uninterrupted run's."""
     # two 1,000-step iterations per stage, one evaluation before the last: the shortest run that resumes mid-stage
     unrolled = ["collector.num_workers=2", "collector.num_envs=4", "collector.unroll_length=250",
-                "schedule.stage_frames=[2000,2000]", "eval.num_evals=1"]
+                "schedule.stage_frames=[2000,2000]", "eval.num_evals=1", "collector.compile_policy=true"]
     full = tmp_path / "full"
     result = _run("gorl_ppo.py", full, *unrolled, "checkpoint.keep_all=true", "checkpoint.interval_frames=1000")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -313,12 +314,17 @@ def test_accepts_paper_task_names():
 
 def test_default_command_runs_the_cpu_fast_preset():
     """The README's main command (no overrides) is the 2-core preset of docs/performance.md: 32 envs in 2
-    collector processes, 250-step unrolls, 16 compiled minibatches, 3.02M env steps; the earlier full-episode
-    configuration stays selectable as ``preset=cpu``."""
+    collector processes, 250-step unrolls, a compiled collection policy, 16 compiled minibatches, a 2 x 256 critic
+    (the preset's documented choice), 3.02M env steps; the earlier full-episode configuration stays selectable as
+    ``preset=cpu``, with the reference's critic; ``preset=paper`` keeps the reference's critic too."""
     cfg = _compose()
     utils_gorl.validate_config(cfg)
     assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (32, 2, 250)
-    assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile is True
+    assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile is True and cfg.collector.compile_policy is True
+    assert list(cfg.encoder.critic_num_cells) == [256, 256]
+    for preset in ("cpu", "paper"):
+        reference = _compose(f"preset={preset}")
+        assert list(reference.encoder.critic_num_cells) == [256] * 5 and reference.collector.compile_policy is False
     assert utils_gorl.frames_per_iteration(cfg) == 8_000
     assert sum(cfg.schedule.stage_frames) == 2_784_000  # encoder PPO; + 3 refits x 10 iterations of decoder data = 3.02M
     assert 3 * cfg.schedule.decoder_data_iterations * utils_gorl.frames_per_iteration(cfg) == 240_000
