@@ -77,8 +77,8 @@ def collector_fps(task: str, frames: int, *, backend: str, num_envs: int, worker
 
     ``workers``: processes of a multi-process sync collector (0: the collector runs in this process);
     ``parallel``: instead, a ``ParallelEnv`` of that many processes, each stepping ``num_envs // parallel`` envs;
-    ``compile_policy``: the policy compiled in each collector (``collector.compile_policy``; the compile falls in the
-    warm-up batch).
+    ``compile_policy``: the policy compiled in each collector (``collector.compile_policy``; compiled at the first
+    policy call, before the timed batches).
     """
     from torchrl.collectors import Collector
     from torchrl.envs import EnvCreator, ParallelEnv

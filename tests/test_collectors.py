@@ -4,7 +4,10 @@ import functools
 
 import pytest
 import torch
+from tensordict import TensorDict
+from torchrl._utils import compile_with_warmup
 from torchrl.collectors import Collector
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
 from torchrl_gorl.collectors import POLICY_COMPILE
@@ -44,6 +47,26 @@ def test_multi_sync_collector_over_batched_envs_syncs_decoder_weights_and_statis
         assert not torch.equal(data["action"], data["latent"])
     finally:
         collector.shutdown()
+
+
+def test_compiled_policy_draws_the_eager_noise():
+    """``POLICY_COMPILE`` as TorchRL's collectors apply it: compiled at the first call, with inductor's
+    ``fallback_random`` the latent noise comes from the same generator stream as the eager policy's, so a compiled
+    and an eager policy of the same seed take the same actions up to float rounding."""
+    torch.manual_seed(0)
+    trained = FlowDecoderModule(17, 6)
+    policy = make_gorl_policy(make_latent_actor(17, 6), trained)
+    compiled = compile_with_warmup(policy, **POLICY_COMPILE)
+    observation = TensorDict(observation=torch.randn(16, 17), batch_size=[16])
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):  # as in collection
+        for _ in range(2):  # the first call compiles; the second runs the compiled graph
+            torch.manual_seed(1)
+            eager = policy(observation.clone())
+            torch.manual_seed(1)
+            out = compiled(observation.clone())
+            for key in ("latent", "latent_log_prob", "action"):
+                torch.testing.assert_close(out[key], eager[key])
+    assert not torch.equal(eager["latent"], eager["latent_loc"])  # the latents are sampled
 
 
 def test_resumable_collector_saves_running_envs_only_where_it_can_restore_them():

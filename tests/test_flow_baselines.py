@@ -244,10 +244,11 @@ def test_bad_baseline_config_names_the_key(config, override, message):
 
 
 # dppo.py runs fpo.py's pipeline (train_flow_policy) with another loss, which the DPPOLoss tests above cover: its
-# end-to-end run is slow-marked to keep the default suite's time for the Ray and Playground runs
+# end-to-end run is slow-marked to keep the default suite's time for the Ray and Playground runs. The collection
+# policy is compiled, as in the default preset: the flow policy's noise draws go through the compiled graph.
 @pytest.mark.parametrize("script", ["fpo.py", pytest.param("dppo.py", marks=pytest.mark.slow)])
 def test_smoke_run(script, tmp_path):
-    cmd = [sys.executable, str(SOTA / script), "preset=smoke", f"hydra.run.dir={tmp_path}"]
+    cmd = [sys.executable, str(SOTA / script), "preset=smoke", f"hydra.run.dir={tmp_path}", "collector.compile_policy=true"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -131,14 +131,15 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     assert resumed["progress"]["eval_rows"][2]["wall_time_train_s"] > load_checkpoint(mid)["progress"]["eval_rows"][0]["wall_time_train_s"]
 
 
-def test_unrolled_resume_with_two_workers_is_exact(tmp_path):
+@pytest.mark.parametrize("compile_policy", [False, True], ids=["eager", "compiled"])
+def test_unrolled_resume_with_two_workers_is_exact(tmp_path, compile_policy):
     """Running envs in 2 collector processes: a run resumed mid-stage (mid-episode) ends bit-identical to the
     uninterrupted run, because the checkpoint carries each worker's physics, task RNG, carried observations and
-    sampling RNG. The workers compile their policy, as the default preset's: compiled at the first call
-    (``POLICY_COMPILE``), the resumed run's first step takes the same compiled floats as the uninterrupted run's."""
+    sampling RNG. Also with the workers' policy compiled, as in the default preset (``POLICY_COMPILE``)."""
     # two 1,000-step iterations per stage, one evaluation before the last: the shortest run that resumes mid-stage
     unrolled = ["collector.num_workers=2", "collector.num_envs=4", "collector.unroll_length=250",
-                "schedule.stage_frames=[2000,2000]", "eval.num_evals=1", "collector.compile_policy=true"]
+                "schedule.stage_frames=[2000,2000]", "eval.num_evals=1",
+                f"collector.compile_policy={str(compile_policy).lower()}"]
     full = tmp_path / "full"
     result = _run("gorl_ppo.py", full, *unrolled, "checkpoint.keep_all=true", "checkpoint.interval_frames=1000")
     assert result.returncode == 0, result.stderr[-4000:]

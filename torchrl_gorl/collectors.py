@@ -11,15 +11,17 @@ from torchrl.envs import TransformedEnv
 
 #: ``compile_policy`` settings for TorchRL's collectors that keep a collection exact and resumable:
 #:
-#: * ``warmup=0``: compiled at the first call. TorchRL's default runs the first call eagerly, so a collector
-#:   loaded from a checkpoint would take its first step with eager floats and the uninterrupted run with compiled ones.
+#: * ``warmup=0``: compiled at the first call, whatever makes it. TorchRL's default (``warmup=1``) runs the first call
+#:   eagerly; that is the collector's own probe of the policy's outputs at construction today, but whether a step
+#:   gets eager or compiled floats should not depend on how many calls came before it (a resumed collector must
+#:   step as the uninterrupted one).
 #: * ``dynamic=False``: a collector's batch shape is fixed.
 #: * inductor's ``fallback_random``: the sampling noise comes from aten's generator, the stream the eager policy draws
 #:   and the collectors' state dicts save, so a compiled and an eager policy sample the same noise.
 #:
 #: Compiled and eager policies agree to float precision, not bit for bit. The gain is in overhead, not FLOPs: a
-#: policy of small layers (the GoRL policy's 10 Euler steps) runs 16 rows in about a third of the eager time on one
-#: CPU thread (docs/performance.md). Use: ``Collector(env, policy, ..., compile_policy=POLICY_COMPILE)``.
+#: policy of small layers (the GoRL policy's 10 Euler steps) spends most of an eager call in Python and dispatch
+#: (docs/performance.md, "Collection"). Use: ``Collector(env, policy, ..., compile_policy=POLICY_COMPILE)``.
 POLICY_COMPILE: dict[str, Any] = {"warmup": 0, "dynamic": False, "options": {"fallback_random": True}}
 
 
