@@ -398,13 +398,14 @@ def test_summaries_command_backs_the_default_command_numbers(runs, monkeypatch):
     summary.json and eval.csv files (final on fresh episodes, best, last, training minutes, sample std over seeds)."""
     monkeypatch.setattr(runs, "RESULTS", ROOT / "results" / "default_preset")
     lines = runs.summaries()
-    assert lines[0] == ("cheetah-run/gorl_flow/seed1: final 405, best 427, last 338 at 3.02M env steps, "
-                        "20.0 min of training")
-    assert lines[-1] == ("cheetah-run/gorl_flow (3 seeds): final 387 +- 71 (308-447), best 474 +- 51 (427-528), "
-                         "last 354 +- 47 (316-406), minutes 21.5 (20.0-22.2)")
+    assert lines[0] == ("cheetah-run/gorl_flow/seed1: final 521, best 613, last 528 at 3.02M env steps, "
+                        "11.4 min of training")
+    assert lines[-1] == ("cheetah-run/gorl_flow (3 seeds): final 446 +- 132 (294-525), best 631 +- 22 (613-655), "
+                         "last 483 +- 66 (407-528), minutes 11.6 (10.3-13.1)")
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "20.0-22.2 minutes of training" in readme and "405 / 308 / 447 on fresh episodes" in readme
-    assert "| mean +- std | 387 +- 71 | 474 +- 51 | 354 +- 47 | 21.5 |" in (ROOT / "docs" / "performance.md").read_text()
+    assert "10.3-13.1 minutes of training" in readme and "521 / 525 / 294 on fresh episodes" in readme
+    assert "| mean +- std | 446 +- 132 | 631 +- 22 | 483 +- 66 | 564 +- 35 | 11.6 |" in (
+        ROOT / "docs" / "performance.md").read_text()
 
 
 def test_time_to_score_table_in_performance_md_is_what_the_saved_runs_give(runs):
