@@ -1,10 +1,12 @@
 """The GoRL policy in TorchRL's multi-process collector over BatchedDMControlEnv (make_env's default):
-weights and statistics reach the workers."""
+weights and statistics reach the workers, also into a compiled policy (``collector.compile_policy``), which draws
+the eager policy's noise."""
 import functools
 
 import pytest
 import torch
 from tensordict import TensorDict
+from torch._dynamo.utils import counters
 from torchrl._utils import compile_with_warmup
 from torchrl.collectors import Collector
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -58,6 +60,7 @@ def test_compiled_policy_draws_the_eager_noise():
     policy = make_gorl_policy(make_latent_actor(17, 6), trained)
     compiled = compile_with_warmup(policy, **POLICY_COMPILE)
     observation = TensorDict(observation=torch.randn(16, 17), batch_size=[16])
+    graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):  # as in collection
         for _ in range(2):  # the first call compiles; the second runs the compiled graph
             torch.manual_seed(1)
@@ -67,6 +70,7 @@ def test_compiled_policy_draws_the_eager_noise():
             for key in ("latent", "latent_log_prob", "action"):
                 torch.testing.assert_close(out[key], eager[key])
     assert not torch.equal(eager["latent"], eager["latent_loc"])  # the latents are sampled
+    assert counters["stats"]["unique_graphs"] > graphs  # and the compiled policy did compile
 
 
 def test_resumable_collector_saves_running_envs_only_where_it_can_restore_them():

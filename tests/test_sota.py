@@ -131,7 +131,9 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     assert resumed["progress"]["eval_rows"][2]["wall_time_train_s"] > load_checkpoint(mid)["progress"]["eval_rows"][0]["wall_time_train_s"]
 
 
-@pytest.mark.parametrize("compile_policy", [False, True], ids=["eager", "compiled"])
+# the compiled variant is the default preset's path and runs by default; the eager one (the same resume machinery,
+# the cpu and paper presets' path) is slow-marked to keep the default suite near 8 minutes
+@pytest.mark.parametrize("compile_policy", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eager", "compiled"])
 def test_unrolled_resume_with_two_workers_is_exact(tmp_path, compile_policy):
     """Running envs in 2 collector processes: a run resumed mid-stage (mid-episode) ends bit-identical to the
     uninterrupted run, because the checkpoint carries each worker's physics, task RNG, carried observations and
