@@ -201,6 +201,17 @@ def test_bad_compile_backend_names_the_key():
         utils_gorl.validate_config(cfg)
 
 
+@pytest.mark.parametrize("key", ["ppo.compile", "collector.compile_policy"])
+def test_compiling_without_a_cpp_compiler_names_the_key(key, monkeypatch):
+    """Inductor on CPU writes C++: without a compiler on PATH, either switch fails at start-up, naming itself."""
+    monkeypatch.setattr(utils_gorl.shutil, "which", lambda name: None)
+    cfg = _compose("preset=smoke", f"{key}=true")
+    message = rf"config key {key}=true: inductor on CPU needs a C\+\+ compiler .* set {key}=false"
+    with pytest.raises(ValueError, match=message):
+        utils_gorl.validate_config(cfg)
+    utils_gorl.validate_config(_compose("preset=smoke", f"{key}=false"))  # eager needs none
+
+
 def test_compiled_update_matches_eager():
     """``ppo.compile``: the compiled minibatch losses (aot_eager here: the same graph capture and autograd as
     inductor, without its C++ build) give the eager losses and gradients, and the compiled update trains.
