@@ -10,10 +10,20 @@ whole update (the ops with the most self CPU time: matmuls, the compiled graphs,
     python benchmarks/update_parts.py                      # the default preset
     python benchmarks/update_parts.py ppo.compile=false    # any hydra overrides
     python benchmarks/update_parts.py --profile            # + the profiler table
+    python benchmarks/update_parts.py --ab                 # (d) instead: candidate update variants
+
+With ``--ab`` it prints (d) instead: whole updates of the same batch from the same state (weights, Adam state,
+permutation, RNG), the preset's update taking turns with variants that change how it runs, not what it computes:
+inductor's ``cpp_wrapper`` for the compiled losses (their kernels called from a C++ wrapper, not Python), and the
+gradient clip and Adam step compiled into one graph. Per variant: the first update (its compile), the median of the
+others, the median over rounds of preset / variant times (paired: the box is shared), and the largest difference of
+any weight from the preset's after one update (0: the same floats).
 """
 from __future__ import annotations
 
+import copy
 import logging
+import statistics
 import sys
 import time
 import warnings
@@ -42,16 +52,70 @@ def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200)
     return flops * reps / (time.perf_counter() - start) / 1e9
 
 
+def compare_variants(U, ppo, data, rounds: int = 12) -> None:
+    """(d): the preset's update against variants of how it runs, from the same state every time."""
+    modules = [ppo.actor, ppo.critic]
+    state = (copy.deepcopy([m.state_dict() for m in modules]), copy.deepcopy(ppo.optimizer.state_dict()),
+             ppo.permutation, torch.get_rng_state())
+
+    def restore() -> None:
+        for module, weights in zip(modules, state[0]):
+            module.load_state_dict(weights)
+        ppo.optimizer.load_state_dict(copy.deepcopy(state[1]))  # the same optimiser: its compiled step stays valid
+        ppo.permutation = state[2]
+        torch.set_rng_state(state[3])
+
+    def clip_and_adam() -> torch.Tensor:
+        grad_norm = torch.nn.utils.clip_grad_norm_(ppo.params, ppo.max_grad_norm)
+        ppo.optimizer.step()
+        return grad_norm
+
+    compiled_clip_and_adam = torch.compile(clip_and_adam, dynamic=False)
+
+    def compiled_step(loss: torch.Tensor) -> torch.Tensor:
+        ppo.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return compiled_clip_and_adam()
+
+    preset = (ppo.minibatch_losses, ppo.step)
+    cpp_wrapper = torch.compile(U._own_code(ppo._minibatch_losses), backend=ppo.cfg.ppo.compile_backend, dynamic=False,
+                                options={"guard_filter_fn": U._minibatch_guards, "cpp_wrapper": True})
+    variants = {"preset": preset, "losses with cpp_wrapper": (cpp_wrapper, ppo.step),
+                "clip and Adam compiled": (ppo.minibatch_losses, compiled_step)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    weights: dict[str, torch.Tensor] = {}
+    for round_ in range(rounds + 1):  # round 0: each variant's first update, its compile
+        for name, (losses, step) in variants.items():
+            ppo.minibatch_losses, ppo.step = losses, step
+            restore()
+            start = time.perf_counter()
+            ppo.update(data.clone())
+            times[name].append(time.perf_counter() - start)
+            if round_ == 0:
+                weights[name] = torch.cat([p.detach().flatten() for p in ppo.params])
+    ppo.minibatch_losses, ppo.step = preset
+    del ppo.step  # the class's method again
+    print(f"(d) whole updates of {data.numel():,} env steps from the same state, {rounds} rounds after the first:")
+    for name, spent in times.items():
+        ratio = statistics.median(a / b for a, b in zip(times["preset"][1:], spent[1:]))
+        diff = (weights[name] - weights["preset"]).abs().max().item()
+        print(f"  {name:26s} first {spent[0]:6.1f} s   median {statistics.median(spent[1:]) * 1e3:6.0f} ms   "
+              f"preset / this {ratio:.3f}   max |weight - preset's| {diff:.2e}")
+
+
 def main() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    overrides = [arg for arg in sys.argv[1:] if arg != "--profile"]
+    overrides = [arg for arg in sys.argv[1:] if arg not in ("--profile", "--ab")]
     loop = Loop("cheetah-run", ["preset=cpu_fast", *overrides])
     ppo, cfg = loop.ppo, loop.cfg
     loop.seed += 1
     data = loop.U.collect(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
     loop.close()
     torch.set_num_threads(cfg.ppo.num_threads or torch.get_num_threads())
+    if "--ab" in sys.argv[1:]:
+        compare_variants(loop.U, ppo, data)
+        return
     parts = ["gae", "gather", "forward", "backward", "clip", "adam", "metrics"]
     for repeat in range(3):  # the box is shared: three updates show the spread
         spent, count, totals = dict.fromkeys(parts, 0.0), 0, {}

@@ -723,16 +723,25 @@ class PPOUpdate:
             rows = data.select(*self.minibatch_keys, strict=False).reshape(-1)
             for batch in self.minibatches(rows):
                 losses, metrics = self.minibatch_losses(batch)
-                loss = sum(losses.values())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-                self.optimizer.step()
+                metrics["grad_norm"] = self.step(sum(losses.values()))
                 metrics.update(losses)
                 for key, value in metrics.items():  # summed on the device: no host sync per minibatch
                     totals[key] = totals.get(key, 0.0) + value.detach().mean()
                 count += 1
         return {f"train/{k}": float(v) / count for k, v in totals.items()}
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a minibatch's loss: its gradients, the joint global-norm clip and Adam. Returns the
+        gradient norm before clipping.
+
+        Runs eagerly, outside the compiled losses: the clip and the fused Adam step compiled into one graph made the
+        update slower on 2 CPU cores and changed its floats (``benchmarks/update_parts.py --ab``).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        return grad_norm
 
     def minibatches(self, rows: TensorDictBase) -> Iterator[TensorDictBase]:
         """One epoch's minibatches of ``rows`` (flat): a random permutation of the rows, split in minibatches of
