@@ -10,7 +10,7 @@ Per task (cheetah-run and walker-walk):
     (every epoch's GAE critic pass and every minibatch's forward and backward);
     the bound is ``1 / (1/b + d/c)``: collection at its own rate plus the update at the matmul rate;
 (e) whole PPO iterations of the ``cpu_fast`` preset (collect, update, normaliser update, weight sync; no
-    evaluation), and the same with ``ppo.compile=false`` (what compiling the minibatch losses gains);
+    evaluation), and the same with ``ppo.compile=false ppo.compile_step=false`` (what compiling the update gains);
 (f) the same loop with the ``cpu`` preset's configuration: full-episode batches (8 envs x 1000 steps, reset every
     batch), one process, 10 epochs x 16 minibatches;
 (g) the ``cpu_fast`` loop on TorchRL's standard env path (``collector.env_backend=serial``: ``SerialEnv`` of
@@ -137,12 +137,13 @@ class Loop:
                               reseed_envs=self.U.full_episode_batches(self.cfg))
         counter = FlopCounterMode(display=False)
         counter.mod_tracker = _GlobalOnly()  # torch's module tracker cannot hash TensorDictModules
-        # counted on the eager losses: the same arithmetic as the compiled ones (``ppo.compile``), whose kernels the
-        # counter does not see, and no recompile under the counting mode
-        compiled, self.ppo.minibatch_losses = self.ppo.minibatch_losses, self.ppo._minibatch_losses
+        # counted on the eager losses: the same arithmetic as the compiled ones (``ppo.compile``, ``ppo.compile_step``),
+        # whose kernels the counter does not see, and no recompile under the counting mode
+        compiled = self.ppo.minibatch_losses, self.ppo.one_graph_step
+        self.ppo.minibatch_losses, self.ppo.one_graph_step = self.ppo._minibatch_losses, None
         with counter:
             self.ppo.update(data)
-        self.ppo.minibatch_losses = compiled
+        self.ppo.minibatch_losses, self.ppo.one_graph_step = compiled
         self.collector.update_policy_weights_()
         return counter.get_total_flops() / data.numel()
 
@@ -154,7 +155,7 @@ def measure_task(task: str, ours: list[str], rounds: int, seconds: float, cores:
     from collect_throughput import raw_all_cores
 
     row: dict = {"task": task, "raw_fps": raw_all_cores(task, raw_steps, cores)}
-    loops = {"ours": Loop(task, ours), "eager": Loop(task, [*ours, "ppo.compile=false"]), "old": Loop(task, OLD),
+    loops = {"ours": Loop(task, ours), "eager": Loop(task, [*ours, "ppo.compile=false", "ppo.compile_step=false"]), "old": Loop(task, OLD),
              "torchrl": Loop(task, [*ours, "collector.env_backend=serial"])}
     threads = loops["ours"].cfg.ppo.num_threads or torch.get_num_threads()
     row["update_flops_per_step"] = loops["ours"].update_flops_per_step()
@@ -199,7 +200,7 @@ def report(row: dict, ours: list[str]) -> None:
           f"{row['old_update_gflops']:.1f} GFLOP/s)")
     print(f"      bound 1/(1/b + d/c)                       {row['bound_fps']:>10,.0f} env steps/s")
     print(f"  (e) whole iteration, ours                     {row['ours_fps']:>10,.0f} env steps/s")
-    print(f"      the same with ppo.compile=false           {row['eager_fps']:>10,.0f} env steps/s "
+    print(f"      the same with the update eager            {row['eager_fps']:>10,.0f} env steps/s "
           f"(update {row['eager_update_fps']:,.0f}; compiled / eager {row['ours_over_eager']:.2f}; first "
           f"iteration {row['ours_warmup_s']:.0f} s compiled, {row['eager_warmup_s']:.0f} s eager)")
     print(f"  (f) whole iteration, old (cpu preset)         {row['old_fps']:>10,.0f} env steps/s "

@@ -21,7 +21,7 @@ import torch
 import tqdm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, EnvCreator
 from torchrl.objectives.value import GAE
@@ -116,6 +116,13 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(f"config key ppo.compile must be true or false, got {cfg.ppo.compile!r}.")
     if cfg.ppo.compile:
         check_compile_backend(cfg)
+    if not isinstance(cfg.ppo.compile_step, bool):
+        raise ValueError(f"config key ppo.compile_step must be true or false, got {cfg.ppo.compile_step!r}.")
+    if cfg.ppo.compile_step:
+        if method not in ("gorl", "ppo_gaussian"):
+            raise ValueError(f"config key ppo.compile_step=true supports gorl_ppo.py and ppo_gaussian.py only, "
+                             f"not {method}.")
+        check_compile_backend(cfg, "ppo.compile_step")
     if not isinstance(cfg.collector.compile_policy, bool):
         raise ValueError(f"config key collector.compile_policy must be true or false, got {cfg.collector.compile_policy!r}.")
     if cfg.collector.compile_policy:
@@ -208,8 +215,9 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         positive_float(cfg, "refit.gmpo_max_weight")
 
 
-def check_compile_backend(cfg: DictConfig) -> None:
-    """``ppo.compile_backend`` is a torch.compile backend; inductor on CPU also needs a C++ compiler."""
+def check_compile_backend(cfg: DictConfig, key: str = "ppo.compile") -> None:
+    """``ppo.compile_backend`` is a torch.compile backend; inductor on CPU also needs a C++ compiler (for the
+    switch ``key``)."""
     import torch._dynamo
 
     backend = cfg.ppo.compile_backend
@@ -217,7 +225,7 @@ def check_compile_backend(cfg: DictConfig) -> None:
         raise ValueError(f"config key ppo.compile_backend = {backend!r} is not a torch.compile backend; one of "
                          f"{torch._dynamo.list_backends()}.")
     if backend == "inductor":
-        check_cpp_compiler(cfg, "ppo.compile")
+        check_cpp_compiler(cfg, key)
 
 
 def check_cpp_compiler(cfg: DictConfig, key: str) -> None:
@@ -630,6 +638,9 @@ class PPOUpdate:
         self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=None, average_gae=False,
                        vectorized=True, device=device)
         self.prior = None
+        # ppo.compile_step: TorchRL's losses call the actor and critic modules themselves (functional=False), so that
+        # torch.func.functional_call on them reaches the losses (see `_one_graph_step`)
+        functional = not cfg.ppo.compile_step
         if loss is None:
             loss = make_latent_ppo_loss(
                 actor,
@@ -639,9 +650,13 @@ class PPOUpdate:
                 critic_coeff=cfg.ppo.critic_coeff,
                 loss_critic_type=cfg.ppo.loss_critic_type,
                 normalize_advantage=cfg.ppo.normalize_advantage,
+                functional=functional,
             )
             self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0),
-                                         mode=cfg.ppo.latent_prior)
+                                         mode=cfg.ppo.latent_prior, functional=functional)
+        elif not functional:
+            raise ValueError(f"config key ppo.compile_step=true supports the latent PPO loss of gorl_ppo.py and "
+                             f"ppo_gaussian.py only, not {type(loss).__name__}.")
         self.loss = loss
         # torch.compile of the minibatch losses (autograd then runs their compiled backward): on CPU a 500-row
         # minibatch is mostly Python, TensorDict and dispatch overhead, which compiling cuts by about 40%
@@ -653,6 +668,16 @@ class PPOUpdate:
                                                   dynamic=False, options={"guard_filter_fn": _minibatch_guards})
         self.params = [*actor.parameters(), *critic.parameters()]
         self.optimizer = self._adam()
+        self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
+        self.one_graph_step = None
+        if cfg.ppo.compile_step:
+            self.networks = _Networks(actor, critic, self._minibatch_losses)
+            # aliases of the parameters: the compiled step updates them in place
+            self.weights = {name: p.detach() for name, p in self.networks.named_parameters()}
+            self.max_grad_norm_tensor = torch.tensor(float(self.max_grad_norm))  # a tensor: no recompile per stage
+            self.one_graph_step = torch.compile(_own_code(self._one_graph_step), backend=cfg.ppo.compile_backend,
+                                                dynamic=False, fullgraph=True,
+                                                options={"guard_filter_fn": _minibatch_guards})
         # what the losses read (their in_keys, advantages, targets, and the masks TorchRL's losses look for):
         # minibatches are gathered from these keys only, 10 of the batch's 25
         keys = loss.tensor_keys
@@ -662,13 +687,14 @@ class PPOUpdate:
         self.minibatch_size = frames_per_iteration(cfg) // cfg.ppo.num_minibatches
         self.device = device
         self.permutation: torch.Tensor | None = None  # the next epoch's row order, drawn ahead (see minibatches)
-        self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
 
     def set_stage(self, hparams: dict[str, float]) -> None:
         self.loss.clip_epsilon.fill_(hparams["clip_epsilon"])
         if self.prior is not None:
             self.prior.coeff.fill_(hparams["latent_prior_coeff"])
         self.max_grad_norm = hparams["max_grad_norm"]
+        if self.one_graph_step is not None:
+            self.max_grad_norm_tensor.fill_(hparams["max_grad_norm"])
 
     def reset_optimizer(self) -> None:
         self.optimizer = self._adam()
@@ -718,12 +744,17 @@ class PPOUpdate:
         data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
         totals: dict[str, torch.Tensor] = {}
         count = 0
+        moments = self._adam_moments() if self.one_graph_step is not None else None
         for _ in range(self.cfg.ppo.epochs):
             self.gae_(data)  # recomputed every epoch with the current critic
             rows = data.select(*self.minibatch_keys, strict=False).reshape(-1)
             for batch in self.minibatches(rows):
-                losses, metrics = self.minibatch_losses(batch)
-                metrics["grad_norm"] = self.step(sum(losses.values()))
+                if self.one_graph_step is not None:
+                    losses, metrics = self.one_graph_step(self.weights, moments, batch.to_dict(), batch.batch_size,
+                                                          self.max_grad_norm_tensor)
+                else:
+                    losses, metrics = self.minibatch_losses(batch)
+                    metrics["grad_norm"] = self.step(sum(losses.values()))
                 metrics.update(losses)
                 for key, value in metrics.items():  # summed on the device: no host sync per minibatch
                     totals[key] = totals.get(key, 0.0) + value.detach().mean()
@@ -734,14 +765,61 @@ class PPOUpdate:
         """One optimiser step on a minibatch's loss: its gradients, the joint global-norm clip and Adam. Returns the
         gradient norm before clipping.
 
-        Runs eagerly, outside the compiled losses: the clip and the fused Adam step compiled into one graph made the
-        update slower on 2 CPU cores and changed its floats (``benchmarks/update_parts.py --ab``).
+        Runs eagerly, outside the compiled losses: the clip and the fused Adam step compiled as a graph of their own
+        made the update slower on 2 CPU cores (``benchmarks/update_parts.py --ab``). ``ppo.compile_step`` instead
+        compiles them into one graph with the losses and their gradients (:meth:`_one_graph_step`).
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         return grad_norm
+
+    def _one_graph_step(self, weights: dict[str, torch.Tensor], moments: dict[str, tuple[torch.Tensor, ...]],
+                        tensors: dict[str, Any], batch_size: torch.Size, max_grad_norm: torch.Tensor):
+        """``ppo.compile_step``: the whole minibatch step as one function, compiled into one graph: the losses, their
+        gradients (``torch.func.grad`` through TorchRL's losses), the joint global-norm clip and Adam, which update
+        ``weights`` (aliases of the parameters) and ``moments`` (the optimiser's state) in place.
+
+        The same arithmetic as :meth:`step` with ``clip_grad_norm_`` and ``torch.optim.Adam`` (float rounding aside:
+        the fused Adam kernel and inductor's kernels round differently), with one graph call per minibatch instead
+        of the compiled losses' forward and backward, the autograd engine, the clip and ``Optimizer.step``
+        (``benchmarks/minibatch_step.py`` measured the structure on a plain-torch sketch). The minibatch comes in
+        as plain tensors (TensorDict's functorch hooks cannot be traced) and is rebuilt inside.
+        """
+        def total_loss(weights):
+            losses, metrics = torch.func.functional_call(self.networks, weights, (tensors, batch_size),
+                                                         tie_weights=False)
+            return sum(losses.values()), (losses, metrics)
+
+        grads, (losses, metrics) = torch.func.grad(total_loss, has_aux=True)(weights)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+        clip = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+        group = self.optimizer.param_groups[0]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        for name, weight in weights.items():  # torch.optim.Adam's update, weight decay 0
+            step, exp_avg, exp_avg_sq = moments[name]
+            grad = grads[name] * clip
+            step.add_(1)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = exp_avg_sq.sqrt() / (1 - beta2**step).sqrt() + eps
+            weight.sub_(lr / (1 - beta1**step) * exp_avg / denom)
+        metrics["grad_norm"] = norm
+        return losses, metrics
+
+    def _adam_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The optimiser's state per parameter name, created as ``torch.optim.Adam`` does on its first step: the
+        compiled step updates it, so checkpoints and :meth:`reset_optimizer` work as with :meth:`step`."""
+        moments = {}
+        for name, param in self.networks.named_parameters():
+            state = self.optimizer.state[param]
+            if not state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=param.device)
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            moments[name] = (state["step"], state["exp_avg"], state["exp_avg_sq"])
+        return moments
 
     def minibatches(self, rows: TensorDictBase) -> Iterator[TensorDictBase]:
         """One epoch's minibatches of ``rows`` (flat): a random permutation of the rows, split in minibatches of
@@ -790,6 +868,18 @@ class PPOUpdate:
             state = {"permutation": state["sampler"]["_sample_list"]}
         permutation = state["permutation"]
         self.permutation = None if permutation is None else permutation.to(self.device)
+
+
+class _Networks(torch.nn.Module):
+    """The actor and the critic as one module whose forward is the minibatch losses, for ``torch.func``."""
+
+    def __init__(self, actor: torch.nn.Module, critic: torch.nn.Module, losses: Callable) -> None:
+        super().__init__()
+        self.actor, self.critic = actor, critic
+        self.losses = losses  # a bound method of PPOUpdate, not a submodule
+
+    def forward(self, tensors: dict[str, Any], batch_size: torch.Size):
+        return self.losses(TensorDict(tensors, batch_size=batch_size))
 
 
 def _minibatch_guards(guards: Sequence[Any]) -> list[bool]:
@@ -910,7 +1000,8 @@ RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
 #: keys added after checkpoints were first written, with the value that an older checkpoint's run had
 ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
               "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": False,
-              "ppo.compile": False, "ppo.compile_backend": "inductor", "eval.target_return": None}
+              "ppo.compile": False, "ppo.compile_backend": "inductor", "eval.target_return": None,
+              "ppo.compile_step": False}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:

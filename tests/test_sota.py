@@ -185,6 +185,7 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path, compile_policy):
         ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
         ("collector.stagger_episodes=maybe", "collector.stagger_episodes must be true or false, got 'maybe'"),
         ("ppo.compile=maybe", "ppo.compile must be true or false, got 'maybe'"),
+        ("ppo.compile_step=yes", "ppo.compile_step must be true or false, got 'yes'"),
         ("collector.compile_policy=1", "collector.compile_policy must be true or false, got 1"),
         ("eval.target_return=high", "eval.target_return must be null or a number, got 'high'"),
     ],
@@ -195,13 +196,20 @@ def test_bad_config_names_the_key(override, message):
         utils_gorl.validate_config(cfg)
 
 
+def test_compile_step_is_refused_for_other_losses():
+    """FPO and DPPO bring their own ``ClipPPOLoss`` subclasses: the one-graph step is refused before any compute."""
+    cfg = _compose("preset=smoke", "ppo.compile_step=true")
+    with pytest.raises(ValueError, match="ppo.compile_step=true supports gorl_ppo.py and ppo_gaussian.py only, not fpo"):
+        utils_gorl.validate_config(cfg, method="fpo")
+
+
 def test_bad_compile_backend_names_the_key():
     cfg = _compose("preset=smoke", "ppo.compile=true", "ppo.compile_backend=turbo")
     with pytest.raises(ValueError, match="ppo.compile_backend = 'turbo' is not a torch.compile backend"):
         utils_gorl.validate_config(cfg)
 
 
-@pytest.mark.parametrize("key", ["ppo.compile", "collector.compile_policy"])
+@pytest.mark.parametrize("key", ["ppo.compile", "ppo.compile_step", "collector.compile_policy"])
 def test_compiling_without_a_cpp_compiler_names_the_key(key, monkeypatch):
     """Inductor on CPU writes C++: without a compiler on PATH, either switch fails at start-up, naming itself."""
     monkeypatch.setattr(utils_gorl.shutil, "which", lambda name: None)
@@ -264,6 +272,63 @@ def test_compiled_update_matches_eager():
     eager = other._minibatch_losses(minibatch.clone())[0]["loss_objective"]
     torch.testing.assert_close(other.minibatch_losses(minibatch.clone())[0]["loss_objective"], eager, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(eager, first, atol=1e-4)  # normalised advantages: another objective
+
+
+def test_one_graph_step_is_the_standard_step():
+    """``ppo.compile_step``: the losses, their gradients through TorchRL's losses (``torch.func``), the clip and Adam
+    in one compiled graph (aot_eager here: inductor's capture without its C++ build) give the standard step's
+    losses, gradient norm, Adam moments and weights, in the optimiser's own state (checkpoints), without recompiling
+    across updates or stages."""
+    batch = _unrolled_batches(1)[0]
+    configs = [_compose("preset=smoke", "collector.unroll_length=400", *extra)
+               for extra in ([], ["ppo.compile_step=true", "ppo.compile_backend=aot_eager"])]
+    updates = []
+    for cfg in configs:
+        utils_gorl.validate_config(cfg)
+        torch.manual_seed(0)
+        actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
+        updates.append(utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm))
+    standard, one_graph = updates
+    assert standard.one_graph_step is None and one_graph.one_graph_step is not None
+    assert not one_graph.loss.functional and not one_graph.prior.functional  # functional_call reaches them
+    minibatch = standard.gae_(batch.clone()).reshape(-1)[:200]
+    losses, metrics = standard._minibatch_losses(minibatch.clone())
+    metrics["grad_norm"] = standard.step(sum(losses.values()))
+    grads = [p.grad.clone() for p in standard.params]
+    ours = one_graph.one_graph_step(one_graph.weights, one_graph._adam_moments(), minibatch.to_dict(),
+                                    minibatch.batch_size, one_graph.max_grad_norm_tensor)
+    ours = {**ours[0], **ours[1]}
+    assert ours.keys() == {**losses, **metrics}.keys() and "loss_latent_prior" in ours
+    for key, value in {**losses, **metrics}.items():
+        torch.testing.assert_close(ours[key], value, rtol=1e-5, atol=1e-7)
+    for p, q, grad in zip(standard.params, one_graph.params, grads):
+        theirs, mine = standard.optimizer.state[p], one_graph.optimizer.state[q]
+        assert float(mine["step"]) == float(theirs["step"]) == 1.0
+        torch.testing.assert_close(mine["exp_avg"], theirs["exp_avg"], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(mine["exp_avg_sq"], theirs["exp_avg_sq"], rtol=1e-4, atol=1e-12)
+        # Adam's first step is about lr * sign(grad): compared where the gradient's sign is not float noise
+        clear = grad.abs() > 1e-6
+        torch.testing.assert_close(q.detach()[clear], p.detach()[clear], rtol=1e-6, atol=1e-7)
+    assert one_graph.state_dict()["optimizer"]["state"][0]["step"] == 1.0
+    one_graph.update(batch.clone())  # compiles the update's loop once more around the same graph
+    one_graph.set_stage({"clip_epsilon": 0.3, "latent_prior_coeff": 1e-3, "max_grad_norm": 1.0})
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        metrics = one_graph.update(batch.clone())
+    assert all(math.isfinite(v) for v in metrics.values())
+    one_graph.reset_optimizer()  # a fresh Adam: its state is created again on the next update
+    one_graph.update(batch.clone())
+    ppo_cfg = one_graph.cfg.ppo
+    assert float(one_graph.optimizer.state[one_graph.params[0]]["step"]) == ppo_cfg.epochs * ppo_cfg.num_minibatches
+
+
+@pytest.mark.slow
+def test_ppo_gaussian_trains_with_the_one_graph_step(tmp_path):
+    """A smoke run of ppo_gaussian.py with ``ppo.compile_step`` (aot_eager: no C++ build) trains through both stages
+    and evaluates (the step itself: ``test_one_graph_step_is_the_standard_step``)."""
+    result = _run("ppo_gaussian.py", tmp_path, "ppo.compile_step=true", "ppo.compile_backend=aot_eager")
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = _eval_rows(tmp_path)
+    assert len({row["stage"] for row in rows}) == 2 and all(math.isfinite(float(r["return_mean"])) for r in rows)
 
 
 def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_only():

@@ -1,6 +1,7 @@
 """The latent regulariser that keeps pi_theta(z | s) near the decoder's N(0, I) source."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,10 @@ class LatentPriorLoss(LossModule):
     Keyword Args:
         coeff (float): weight of the penalty. Defaults to ``1e-3``.
         mode (str): ``"l2"`` or ``"kl"``. Defaults to ``"l2"``.
+        functional (bool): whether the actor is functionalised (its parameters held by the loss, as TorchRL's
+            losses do by default). ``False`` calls the actor module as it is, so that ``torch.func.functional_call``
+            on a module holding the actor reaches this loss too (``ClipPPOLoss(functional=False)`` likewise).
+            Defaults to ``True``.
 
     The loss reads the actor's own ``in_keys`` (``"observation"`` by default) and has no
     configurable keys of its own. Output: ``"loss_latent_prior"``, and the metrics
@@ -68,6 +73,7 @@ class LatentPriorLoss(LossModule):
         *,
         coeff: float = 1e-3,
         mode: Literal["l2", "kl"] = "l2",
+        functional: bool = True,
     ) -> None:
         if not hasattr(latent_actor, "get_dist"):
             raise TypeError(f"latent_actor must be a probabilistic actor with get_dist, got {type(latent_actor).__name__}.")
@@ -76,12 +82,21 @@ class LatentPriorLoss(LossModule):
         if not coeff >= 0:
             raise ValueError(f"coeff must be non-negative, got {coeff!r}.")
         super().__init__()
-        self.convert_to_functional(latent_actor, "actor_network")
+        self._functional = functional
+        if functional:
+            self.convert_to_functional(latent_actor, "actor_network")
+        else:
+            self.actor_network = latent_actor
+            self.actor_network_params = None
         self.mode = mode
         self.register_buffer("coeff", torch.tensor(float(coeff)))
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
+
+    @property
+    def functional(self) -> bool:
+        return self._functional
 
     @property
     def in_keys(self):
@@ -92,7 +107,8 @@ class LatentPriorLoss(LossModule):
         return ["loss_latent_prior"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
-        with self.actor_network_params.to_module(self.actor_network):
+        params = self.actor_network_params.to_module(self.actor_network) if self.functional else contextlib.nullcontext()
+        with params:
             dist = self.actor_network.get_dist(tensordict.copy())
         loc, scale = dist.mean, dist.stddev
         if self.mode == "l2":
