@@ -672,9 +672,10 @@ class PPOUpdate:
         self.one_graph_step = None
         if cfg.ppo.compile_step:
             self.networks = _Networks(actor, critic, self._minibatch_losses)
-            # aliases of the parameters: the compiled step updates them in place
-            self.weights = {name: p.detach() for name, p in self.networks.named_parameters()}
-            self.max_grad_norm_tensor = torch.tensor(float(self.max_grad_norm))  # a tensor: no recompile per stage
+            # constants of the graph, read here: reading the optimiser inside it would guard on the optimiser object,
+            # which reset_optimizer replaces every stage (a recompile each time)
+            self.adam_hparams = (cfg.ppo.lr, (0.9, 0.999), 1e-8)  # torch.optim.Adam's defaults, as _adam
+            self.max_grad_norm_tensor = torch.tensor(float(self.max_grad_norm), device=device)  # no recompile per stage
             self.one_graph_step = torch.compile(_own_code(self._one_graph_step), backend=cfg.ppo.compile_backend,
                                                 dynamic=False, fullgraph=True,
                                                 options={"guard_filter_fn": _minibatch_guards})
@@ -744,13 +745,15 @@ class PPOUpdate:
         data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
         totals: dict[str, torch.Tensor] = {}
         count = 0
-        moments = self._adam_moments() if self.one_graph_step is not None else None
+        if self.one_graph_step is not None:  # aliases of the parameters and Adam's state: updated in place
+            weights = {name: p.detach() for name, p in self.networks.named_parameters()}
+            moments = self._adam_moments()
         for _ in range(self.cfg.ppo.epochs):
             self.gae_(data)  # recomputed every epoch with the current critic
             rows = data.select(*self.minibatch_keys, strict=False).reshape(-1)
             for batch in self.minibatches(rows):
                 if self.one_graph_step is not None:
-                    losses, metrics = self.one_graph_step(self.weights, moments, batch.to_dict(), batch.batch_size,
+                    losses, metrics = self.one_graph_step(weights, moments, batch.to_dict(), batch.batch_size,
                                                           self.max_grad_norm_tensor)
                 else:
                     losses, metrics = self.minibatch_losses(batch)
@@ -781,8 +784,9 @@ class PPOUpdate:
         gradients (``torch.func.grad`` through TorchRL's losses), the joint global-norm clip and Adam, which update
         ``weights`` (aliases of the parameters) and ``moments`` (the optimiser's state) in place.
 
-        The same arithmetic as :meth:`step` with ``clip_grad_norm_`` and ``torch.optim.Adam`` (float rounding aside:
-        the fused Adam kernel and inductor's kernels round differently), with one graph call per minibatch instead
+        The same arithmetic as :meth:`step` with ``clip_grad_norm_`` and ``torch.optim.Adam`` (:func:`clip_and_adam_`;
+        float rounding aside: the fused Adam kernel and inductor's kernels round differently, and the bias corrections
+        use the float32 step count, as Adam's ``capturable`` path), with one graph call per minibatch instead
         of the compiled losses' forward and backward, the autograd engine, the clip and ``Optimizer.step``
         (``benchmarks/minibatch_step.py`` measured the structure on a plain-torch sketch). The minibatch comes in
         as plain tensors (TensorDict's functorch hooks cannot be traced) and is rebuilt inside.
@@ -793,19 +797,7 @@ class PPOUpdate:
             return sum(losses.values()), (losses, metrics)
 
         grads, (losses, metrics) = torch.func.grad(total_loss, has_aux=True)(weights)
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
-        clip = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
-        group = self.optimizer.param_groups[0]
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        for name, weight in weights.items():  # torch.optim.Adam's update, weight decay 0
-            step, exp_avg, exp_avg_sq = moments[name]
-            grad = grads[name] * clip
-            step.add_(1)
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = exp_avg_sq.sqrt() / (1 - beta2**step).sqrt() + eps
-            weight.sub_(lr / (1 - beta1**step) * exp_avg / denom)
-        metrics["grad_norm"] = norm
+        metrics["grad_norm"] = clip_and_adam_(weights, grads, moments, max_grad_norm, *self.adam_hparams)
         return losses, metrics
 
     def _adam_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -868,6 +860,27 @@ class PPOUpdate:
             state = {"permutation": state["sampler"]["_sample_list"]}
         permutation = state["permutation"]
         self.permutation = None if permutation is None else permutation.to(self.device)
+
+
+def clip_and_adam_(weights: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                   moments: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], max_grad_norm: torch.Tensor,
+                   lr: float, betas: tuple[float, float], eps: float) -> torch.Tensor:
+    """``clip_grad_norm_`` over all ``grads`` jointly, then ``torch.optim.Adam``'s update (weight decay 0, no
+    amsgrad) of ``weights`` and of ``moments`` (per name: step count, first and second moment), all in place and in
+    plain tensor ops, so that it compiles into the graph of :meth:`PPOUpdate._one_graph_step`. Returns the gradient
+    norm before clipping."""
+    beta1, beta2 = betas
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
+    clip = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
+    for name, weight in weights.items():
+        step, exp_avg, exp_avg_sq = moments[name]
+        grad = grads[name] * clip
+        step.add_(1)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = exp_avg_sq.sqrt() / (1 - beta2**step).sqrt() + eps
+        weight.sub_(lr / (1 - beta1**step) * exp_avg / denom)
+    return norm
 
 
 class _Networks(torch.nn.Module):
