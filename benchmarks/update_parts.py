@@ -14,8 +14,9 @@ whole update (the ops with the most self CPU time: matmuls, the compiled graphs,
 
 With ``--ab`` it prints (d) instead: whole updates of the same batch from the same state (weights, Adam state,
 permutation, RNG), the preset's update taking turns with variants that change how it runs, not what it computes:
-inductor's ``cpp_wrapper`` for the compiled losses (their kernels called from a C++ wrapper, not Python), and the
-gradient clip and Adam step compiled into one graph. Per variant: the first update (its compile), the median of the
+inductor's ``cpp_wrapper`` for the compiled losses (their kernels called from a C++ wrapper, not Python), the
+gradient clip and Adam step compiled into a graph of their own, and ``ppo.compile_step`` (the whole minibatch step in
+one graph, ``PPOUpdate._one_graph_step``). Per variant: the first update (its compile), the median of the
 others, the median over rounds of preset / variant times (paired: the box is shared), and the largest difference of
 any weight from the preset's after one update (0: the same floats).
 """
@@ -58,11 +59,17 @@ def compare_variants(U, ppo, data, rounds: int = 12) -> None:
     state = (copy.deepcopy([m.state_dict() for m in modules]), copy.deepcopy(ppo.optimizer.state_dict()),
              ppo.permutation, torch.get_rng_state())
 
-    def restore() -> None:
+    # ppo.compile_step: another PPOUpdate on the same actor and critic (its losses call them directly)
+    one_graph_cfg = copy.deepcopy(ppo.cfg)
+    one_graph_cfg.ppo.compile_step = True
+    one_graph = U.PPOUpdate(one_graph_cfg, ppo.actor, ppo.critic, U.resolve_gamma(ppo.cfg), ppo.device,
+                            ppo.observation_norm)
+
+    def restore(update) -> None:
         for module, weights in zip(modules, state[0]):
             module.load_state_dict(weights)
-        ppo.optimizer.load_state_dict(copy.deepcopy(state[1]))  # the same optimiser: its compiled step stays valid
-        ppo.permutation = state[2]
+        update.optimizer.load_state_dict(copy.deepcopy(state[1]))  # the same optimiser: a compiled step stays valid
+        update.permutation = state[2]
         torch.set_rng_state(state[3])
 
     def clip_and_adam() -> torch.Tensor:
@@ -80,16 +87,18 @@ def compare_variants(U, ppo, data, rounds: int = 12) -> None:
     preset = (ppo.minibatch_losses, ppo.step)
     cpp_wrapper = torch.compile(U._own_code(ppo._minibatch_losses), backend=ppo.cfg.ppo.compile_backend, dynamic=False,
                                 options={"guard_filter_fn": U._minibatch_guards, "cpp_wrapper": True})
-    variants = {"preset": preset, "losses with cpp_wrapper": (cpp_wrapper, ppo.step),
-                "clip and Adam compiled": (ppo.minibatch_losses, compiled_step)}
+    variants = {"preset": (ppo, preset), "losses with cpp_wrapper": (ppo, (cpp_wrapper, ppo.step)),
+                "clip and Adam compiled": (ppo, (ppo.minibatch_losses, compiled_step)),
+                "ppo.compile_step": (one_graph, None)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     weights: dict[str, torch.Tensor] = {}
     for round_ in range(rounds + 1):  # round 0: each variant's first update, its compile
-        for name, (losses, step) in variants.items():
-            ppo.minibatch_losses, ppo.step = losses, step
-            restore()
+        for name, (update, parts) in variants.items():
+            if parts is not None:
+                ppo.minibatch_losses, ppo.step = parts
+            restore(update)
             start = time.perf_counter()
-            ppo.update(data.clone())
+            update.update(data.clone())
             times[name].append(time.perf_counter() - start)
             if round_ == 0:
                 weights[name] = torch.cat([p.detach().flatten() for p in ppo.params])
