@@ -674,7 +674,8 @@ class PPOUpdate:
             self.networks = _Networks(actor, critic, self._minibatch_losses)
             # constants of the graph, read here: reading the optimiser inside it would guard on the optimiser object,
             # which reset_optimizer replaces every stage (a recompile each time)
-            self.adam_hparams = (cfg.ppo.lr, (0.9, 0.999), 1e-8)  # torch.optim.Adam's defaults, as _adam
+            adam = self.optimizer.defaults  # the values reset_optimizer's Adam gets too
+            self.adam_hparams = (adam["lr"], adam["betas"], adam["eps"])
             self.max_grad_norm_tensor = torch.tensor(float(self.max_grad_norm), device=device)  # no recompile per stage
             self.one_graph_step = torch.compile(_own_code(self._one_graph_step), backend=cfg.ppo.compile_backend,
                                                 dynamic=False, fullgraph=True,
