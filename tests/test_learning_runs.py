@@ -398,23 +398,30 @@ def test_summaries_command_backs_the_default_command_numbers(runs, monkeypatch):
     summary.json and eval.csv files (final on fresh episodes, best, last, training minutes, sample std over seeds)."""
     monkeypatch.setattr(runs, "RESULTS", ROOT / "results" / "default_preset")
     lines = runs.summaries()
-    assert lines[0] == ("cheetah-run/gorl_flow/seed1: final 521, best 613, last 528 at 3.02M env steps, "
-                        "11.4 min of training")
-    assert lines[-1] == ("cheetah-run/gorl_flow (3 seeds): final 446 +- 132 (294-525), best 631 +- 22 (613-655), "
-                         "last 483 +- 66 (407-528), minutes 11.6 (10.3-13.1)")
+    assert lines[0] == ("cheetah-run/gorl_flow/seed1: final 539, best 549, last 501 at 3.02M env steps, "
+                        "9.6 min of training")
+    assert lines[-1] == ("cheetah-run/gorl_flow (3 seeds): final 564 +- 50 (531-622), best 606 +- 70 (549-684), "
+                         "last 520 +- 37 (496-563), minutes 11.5 (9.6-12.8)")
     readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "10.3-13.1 minutes of training" in readme and "521 / 525 / 294 on fresh episodes" in readme
-    assert "| mean +- std | 446 +- 132 | 631 +- 22 | 483 +- 66 | 564 +- 35 | 11.6 |" in (
-        ROOT / "docs" / "performance.md").read_text()
+    assert "9.6-12.8 minutes of training" in readme and "539 / 622 / 531 on fresh episodes" in readme
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    assert "| mean +- std | 564 +- 50 | 606 +- 70 | 520 +- 37 | 573 +- 59 | 11.5 |" in performance
+    # the preset's runs before its one-graph step, the row beside them
+    monkeypatch.setattr(runs, "RESULTS", ROOT / "results" / "default_preset_compiled_losses")
+    assert runs.summaries()[-1] == ("cheetah-run/gorl_flow (3 seeds): final 446 +- 132 (294-525), best 631 +- 22 "
+                                    "(613-655), last 483 +- 66 (407-528), minutes 11.6 (10.3-13.1)")
+    assert "| compiled losses (`results/default_preset_compiled_losses`) | 521 / 525 / 294 (446 +- 132) |" in performance
 
 
 def test_time_to_score_table_in_performance_md_is_what_the_saved_runs_give(runs):
     """docs/performance.md's time-to-score block is the generator's output from the committed runs, and its cells
-    are read off them (cheetah-run GoRL seed 3 of the default reaches 400 at its third evaluation)."""
+    are read off them (cheetah-run GoRL seed 3 reaches 400 at its third evaluation, with the one-graph step and with
+    compiled losses)."""
     lines = runs.time_to_score_lines()
     text = (ROOT / "docs" / "performance.md").read_text()
     block = text[text.index(runs.TTS_START) + len(runs.TTS_START):text.index(runs.TTS_END)]
     assert block.strip().splitlines() == "\n".join(lines).strip().splitlines()
     cheetah_gorl = next(line for line in lines if line.startswith("| cheetah-run | 400 | GoRL"))
-    assert cheetah_gorl.split(" | ")[3].endswith("/ 2.7 (0.69M)")
-    assert "`encoder.critic_num_cells=[256,256]`" in lines[2]  # the runs' own overrides are named
+    assert cheetah_gorl.split(" | ")[3].endswith("/ 2.2 (0.69M)")
+    assert cheetah_gorl.split(" | ")[4].endswith("/ 2.7 (0.69M)")
+    assert "`ppo.compile_step=true`, the preset's value now" in lines[2]  # the runs' own overrides are named

@@ -69,9 +69,9 @@ def test_eval_rows_carry_training_and_evaluation_wall_time(smoke_run):
     assert summary["wall_time_train_s"] > train[-1] and summary["wall_time_eval_s"] > evaluating[-1]
 
 
-def _compose(*overrides: str):
+def _compose(*overrides: str, config: str = "gorl_ppo"):
     with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
-        return compose(config_name="gorl_ppo", overrides=list(overrides))
+        return compose(config_name=config, overrides=list(overrides))
 
 
 def test_smoke_run_trains_two_complete_stages(smoke_run):
@@ -131,18 +131,18 @@ def test_resume_ends_where_the_uninterrupted_run_does(smoke_run, tmp_path):
     assert resumed["progress"]["eval_rows"][2]["wall_time_train_s"] > load_checkpoint(mid)["progress"]["eval_rows"][0]["wall_time_train_s"]
 
 
-# the compiled policy is the default preset's collection; the eager one (the same resume machinery, the cpu and paper
-# presets' path) and the one-graph update (inductor, whose random ops draw their seeds from torch's generator) are
-# slow-marked to keep the default suite near 8 minutes
-@pytest.mark.parametrize("compiled", [pytest.param([], marks=pytest.mark.slow), ["collector.compile_policy=true"],
-                                      pytest.param(["collector.compile_policy=true", "ppo.compile_step=true"],
-                                                   marks=pytest.mark.slow)],
+# the compiled policy and the one-graph update (inductor, whose random ops draw their seeds from torch's generator)
+# are the default preset's; the eager path (the cpu and paper presets') and the compiled policy with the eager update
+# run the same resume machinery and are slow-marked to keep the default suite near 8 minutes
+@pytest.mark.parametrize("compiled", [pytest.param([], marks=pytest.mark.slow),
+                                      pytest.param(["collector.compile_policy=true"], marks=pytest.mark.slow),
+                                      ["collector.compile_policy=true", "ppo.compile_step=true"]],
                          ids=["eager", "compiled_policy", "compiled_policy_and_step"])
 def test_unrolled_resume_with_two_workers_is_exact(tmp_path, compiled):
     """Running envs in 2 collector processes: a run resumed mid-stage (mid-episode) ends bit-identical to the
     uninterrupted run, because the checkpoint carries each worker's physics, task RNG, carried observations and
-    sampling RNG. Also with the workers' policy compiled, as in the default preset (``POLICY_COMPILE``), and with
-    the one-graph update (``ppo.compile_step``) on top."""
+    sampling RNG. Also with the workers' policy compiled (``POLICY_COMPILE``) and the one-graph update
+    (``ppo.compile_step``), as in the default preset."""
     # two 1,000-step iterations per stage, one evaluation before the last: the shortest run that resumes mid-stage
     unrolled = ["collector.num_workers=2", "collector.num_envs=4", "collector.unroll_length=250",
                 "schedule.stage_frames=[2000,2000]", "eval.num_evals=1", *compiled]
@@ -433,17 +433,26 @@ def test_accepts_paper_task_names():
 
 def test_default_command_runs_the_cpu_fast_preset():
     """The README's main command (no overrides) is the 2-core preset of docs/performance.md: 32 envs in 2
-    collector processes, 250-step unrolls, a compiled collection policy, 16 compiled minibatches, a 2 x 256 critic
-    (the preset's documented choice), 3.02M env steps; the earlier full-episode configuration stays selectable as
-    ``preset=cpu``, with the reference's critic; ``preset=paper`` keeps the reference's critic too."""
+    collector processes, 250-step unrolls, a compiled collection policy, 16 minibatches each one compiled step, a
+    2 x 256 critic (the preset's documented choice), 3.02M env steps; the earlier full-episode configuration stays
+    selectable as ``preset=cpu``, with the reference's critic; ``preset=paper`` keeps the reference's critic too.
+    fpo.py and dppo.py under the preset keep the compiled losses (the one-graph step is the latent PPO loss's)."""
     cfg = _compose()
     utils_gorl.validate_config(cfg)
     assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (32, 2, 250)
-    assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile is True and cfg.collector.compile_policy is True
+    assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile_step is True and cfg.collector.compile_policy is True
     assert list(cfg.encoder.critic_num_cells) == [256, 256]
+    gaussian = _compose(config="ppo_gaussian")
+    utils_gorl.validate_config(gaussian, method="ppo_gaussian")
+    assert gaussian.ppo.compile_step is True
+    for method in ("fpo", "dppo"):
+        baseline = _compose(config=method)
+        utils_gorl.validate_config(baseline, method=method)
+        assert baseline.ppo.compile is True and baseline.ppo.compile_step is False
     for preset in ("cpu", "paper"):
         reference = _compose(f"preset={preset}")
         assert list(reference.encoder.critic_num_cells) == [256] * 5 and reference.collector.compile_policy is False
+        assert reference.ppo.compile is False and reference.ppo.compile_step is False
     assert utils_gorl.frames_per_iteration(cfg) == 8_000
     assert sum(cfg.schedule.stage_frames) == 2_784_000  # encoder PPO; + 3 refits x 10 iterations of decoder data = 3.02M
     assert 3 * cfg.schedule.decoder_data_iterations * utils_gorl.frames_per_iteration(cfg) == 240_000
