@@ -1,5 +1,9 @@
 """Where one PPO update of a preset spends its time, per 500-row minibatch, against the bare critic's rate.
 
+The update timed is the standard step (``ppo.compile_step=false``: compiled losses, autograd, a fused Adam step; the
+default preset's until c67b60e), whose parts can be timed apart; the default preset's one-graph step
+(``ppo.compile_step``) is one of the ``--ab`` variants.
+
 Prints (a) milliseconds per minibatch of each part of ``PPOUpdate._update`` (GAE critic pass, index and gather,
 losses forward, backward, gradient clip, Adam step, metric sums), timed with ``perf_counter`` around each part over
 whole updates of one collected cheetah-run batch, and (b) the forward-and-backward rate of a bare critic MLP (the
@@ -7,18 +11,18 @@ preset's sizes) on one minibatch, eager and compiled, next to dense matmul rates
 ceiling of the update's FLOP rate on these cores. With ``--profile``, then (c) torch.profiler's table of one more
 whole update (the ops with the most self CPU time: matmuls, the compiled graphs, dynamo's guard checks, Adam).
 
-    python benchmarks/update_parts.py                      # the default preset
+    python benchmarks/update_parts.py                      # the default preset, ppo.compile_step=false
     python benchmarks/update_parts.py ppo.compile=false    # any hydra overrides
     python benchmarks/update_parts.py --profile            # + the profiler table
     python benchmarks/update_parts.py --ab                 # (d) instead: candidate update variants
 
 With ``--ab`` it prints (d) instead: whole updates of the same batch from the same state (weights, Adam state,
-permutation, RNG), the preset's update taking turns with variants that change how it runs, not what it computes:
+permutation, RNG), the standard step taking turns with variants that change how it runs, not what it computes:
 inductor's ``cpp_wrapper`` for the compiled losses (their kernels called from a C++ wrapper, not Python), the
 gradient clip and Adam step compiled into a graph of their own, and ``ppo.compile_step`` (the whole minibatch step in
-one graph, ``PPOUpdate._one_graph_step``). Per variant: the first update (its compile), the median of the
-others, the median over rounds of preset / variant times (paired: the box is shared), and the largest difference of
-any weight from the preset's after one update (0: the same floats).
+one graph, ``PPOUpdate._one_graph_step``: the default preset's). Per variant: the first update (its compile), the
+median of the others, the median over rounds of standard / variant times (paired: the box is shared), and the largest
+difference of any weight from the standard step's after one update (0: the same floats).
 """
 from __future__ import annotations
 
@@ -54,7 +58,7 @@ def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200)
 
 
 def compare_variants(U, ppo, data, rounds: int = 12) -> None:
-    """(d): the preset's update against variants of how it runs, from the same state every time."""
+    """(d): the standard step's update against variants of how it runs, from the same state every time."""
     modules = [ppo.actor, ppo.critic]
     state = (copy.deepcopy([m.state_dict() for m in modules]), copy.deepcopy(ppo.optimizer.state_dict()),
              ppo.permutation, torch.get_rng_state())
@@ -84,10 +88,10 @@ def compare_variants(U, ppo, data, rounds: int = 12) -> None:
         loss.backward()
         return compiled_clip_and_adam()
 
-    preset = (ppo.minibatch_losses, ppo.step)
+    standard = (ppo.minibatch_losses, ppo.step)
     cpp_wrapper = torch.compile(U._own_code(ppo._minibatch_losses), backend=ppo.cfg.ppo.compile_backend, dynamic=False,
                                 options={"guard_filter_fn": U._minibatch_guards, "cpp_wrapper": True})
-    variants = {"preset": (ppo, preset), "losses with cpp_wrapper": (ppo, (cpp_wrapper, ppo.step)),
+    variants = {"standard step": (ppo, standard), "losses with cpp_wrapper": (ppo, (cpp_wrapper, ppo.step)),
                 "clip and Adam compiled": (ppo, (ppo.minibatch_losses, compiled_step)),
                 "ppo.compile_step": (one_graph, None)}
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -102,21 +106,22 @@ def compare_variants(U, ppo, data, rounds: int = 12) -> None:
             times[name].append(time.perf_counter() - start)
             if round_ == 0:
                 weights[name] = torch.cat([p.detach().flatten() for p in ppo.params])
-    ppo.minibatch_losses, ppo.step = preset
+    ppo.minibatch_losses, ppo.step = standard
     del ppo.step  # the class's method again
     print(f"(d) whole updates of {data.numel():,} env steps from the same state, {rounds} rounds after the first:")
     for name, spent in times.items():
-        ratio = statistics.median(a / b for a, b in zip(times["preset"][1:], spent[1:]))
-        diff = (weights[name] - weights["preset"]).abs().max().item()
+        ratio = statistics.median(a / b for a, b in zip(times["standard step"][1:], spent[1:]))
+        diff = (weights[name] - weights["standard step"]).abs().max().item()
         print(f"  {name:26s} first {spent[0]:6.1f} s   median {statistics.median(spent[1:]) * 1e3:6.0f} ms   "
-              f"preset / this {ratio:.3f}   max |weight - preset's| {diff:.2e}")
+              f"standard / this {ratio:.3f}   max |weight - standard's| {diff:.2e}")
 
 
 def main() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     overrides = [arg for arg in sys.argv[1:] if arg not in ("--profile", "--ab")]
-    loop = Loop("cheetah-run", ["preset=cpu_fast", *overrides])
+    # the standard step: its parts can be timed apart, and --ab compares the one-graph step against it
+    loop = Loop("cheetah-run", ["preset=cpu_fast", "ppo.compile_step=false", *overrides])
     ppo, cfg = loop.ppo, loop.cfg
     loop.seed += 1
     data = loop.U.collect(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
