@@ -661,9 +661,10 @@ class PPOUpdate:
         # torch.compile of the minibatch losses (autograd then runs their compiled backward): on CPU a 500-row
         # minibatch is mostly Python, TensorDict and dispatch overhead, which compiling cuts by about 40%
         # (docs/performance.md); compiled once per run (shapes are fixed, stage values live in tensors), and only
-        # the guards on the minibatch's tensors are checked per call (see `_minibatch_guards`)
+        # the guards on the minibatch's tensors are checked per call (see `_minibatch_guards`); with ppo.compile_step
+        # the losses are compiled into the one-graph step instead
         self.minibatch_losses = self._minibatch_losses
-        if cfg.ppo.compile:
+        if cfg.ppo.compile and not cfg.ppo.compile_step:
             self.minibatch_losses = torch.compile(_own_code(self._minibatch_losses), backend=cfg.ppo.compile_backend,
                                                   dynamic=False, options={"guard_filter_fn": _minibatch_guards})
         self.params = [*actor.parameters(), *critic.parameters()]

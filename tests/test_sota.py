@@ -286,12 +286,13 @@ def test_compiled_update_matches_eager():
 
 def test_one_graph_step_is_the_standard_step():
     """``ppo.compile_step``: the losses, their gradients through TorchRL's losses (``torch.func``), the clip and Adam
-    in one compiled graph (aot_eager here: inductor's capture without its C++ build) give the standard step's
+    in one compiled graph (aot_eager here: inductor's capture without its C++ build; ``ppo.compile`` on too, as in
+    the default preset, where the step supersedes it) give the standard step's
     losses, gradient norm, Adam moments and weights, in the optimiser's own state (checkpoints), without recompiling
     across updates or stages."""
     batch = _unrolled_batches(1)[0]
     configs = [_compose("preset=smoke", "collector.unroll_length=400", *extra)
-               for extra in ([], ["ppo.compile_step=true", "ppo.compile_backend=aot_eager"])]
+               for extra in ([], ["ppo.compile_step=true", "ppo.compile=true", "ppo.compile_backend=aot_eager"])]
     updates = []
     for cfg in configs:
         utils_gorl.validate_config(cfg)
@@ -300,6 +301,7 @@ def test_one_graph_step_is_the_standard_step():
         updates.append(utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm))
     standard, one_graph = updates
     assert standard.one_graph_step is None and one_graph.one_graph_step is not None
+    assert one_graph.minibatch_losses == one_graph._minibatch_losses  # the step supersedes ppo.compile's losses
     assert not one_graph.loss.functional and not one_graph.prior.functional  # functional_call reaches them
     minibatch = standard.gae_(batch.clone()).reshape(-1)[:200]
     losses, metrics = standard._minibatch_losses(minibatch.clone())
