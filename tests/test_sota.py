@@ -463,6 +463,36 @@ def test_default_command_runs_the_cpu_fast_preset():
     assert old.collector.unroll_length is None and old.collector.num_envs == 8 and old.ppo.compile is False
 
 
+def test_15m_preset_is_the_default_loop_with_every_budget_times_five(tmp_path):
+    """``preset=cpu_fast_15m`` (the hopper-stand comparison, docs/results.md): the default preset's collection and
+    update, the reference's 2:2:1:1 stage split, at least 15M env steps counting decoder data, and Gaussian PPO at
+    the same total, all of it PPO. A few iterations of it run end to end."""
+    cfg, default = _compose("preset=cpu_fast_15m", "env.task=hopper-stand"), _compose("env.task=hopper-stand")
+    utils_gorl.validate_config(cfg)
+    for group in ("env", "encoder", "decoder", "ppo", "collector", "refit"):
+        assert cfg[group] == default[group], group
+    per_iteration = utils_gorl.frames_per_iteration(cfg)
+    assert all(frames % per_iteration == 0 for frames in cfg.schedule.stage_frames)
+    assert [f // cfg.schedule.stage_frames[-1] for f in cfg.schedule.stage_frames] == [2, 2, 1, 1]
+    total = utils_gorl.total_interaction_frames(cfg)
+    assert total == 5 * utils_gorl.total_interaction_frames(default) == 15_120_000
+    gaussian = _compose("preset=cpu_fast_15m", "env.task=hopper-stand", config="ppo_gaussian")
+    utils_gorl.validate_config(gaussian, method="ppo_gaussian")
+    assert utils_gorl.total_interaction_frames(gaussian) // per_iteration * per_iteration == total
+    assert cfg.eval.num_evals * cfg.schedule.num_stages == 40
+    # a few iterations of it: one per stage (8,000 env steps each), eager, short evaluations
+    cmd = [sys.executable, str(SOTA / "gorl_ppo.py"), "preset=cpu_fast_15m", "env.task=hopper-stand",
+           f"hydra.run.dir={tmp_path}", "schedule.stage_frames=[8000,8000,8000,8000]",
+           "schedule.decoder_data_iterations=1", "eval.num_episodes=1", "eval.num_envs=1", "eval.num_evals=1",
+           "ppo.compile_step=false", "ppo.compile=false", "collector.compile_policy=false",
+           "logger.progress_bar=false"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["task"] == "hopper-stand" and summary["frames_total"] == 4 * 8_000 + 3 * 8_000
+    assert [refit["stage"] for refit in summary["refits"]] == [0, 1, 2]
+
+
 def test_paper_preset_matches_the_reference_budgets():
     cfg = _compose("preset=paper")
     utils_gorl.validate_config(cfg)
