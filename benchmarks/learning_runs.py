@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from torchrl_gorl.training import latest_checkpoint
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "learning"  # --results NAME: results/NAME, runs in outputs/NAME
 OUTPUTS = ROOT / "outputs" / "learning"
@@ -108,14 +110,14 @@ def plan(cmd: list[str], run_dir: pathlib.Path, target: pathlib.Path, rerun: boo
     if not rerun and saved.exists() and same_run(saved.read_text().splitlines()[0], cmd):
         return "skip", []
     if not rerun and unfinished(run_dir):
-        return "resume", [f"checkpoint.resume={run_dir / 'checkpoints' / 'latest.pt'}"]
+        return "resume", [f"checkpoint.resume={run_dir / 'checkpoints'}"]
     return "fresh", []
 
 
 def unfinished(run_dir: pathlib.Path) -> bool:
     """A checkpoint newer than the run's ``summary.json`` (or none): the run is going on or was interrupted."""
-    checkpoint, summary = run_dir / "checkpoints" / "latest.pt", run_dir / "summary.json"
-    return checkpoint.exists() and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
+    checkpoint, summary = latest_checkpoint(run_dir / "checkpoints"), run_dir / "summary.json"
+    return checkpoint is not None and (not summary.exists() or summary.stat().st_mtime < checkpoint.stat().st_mtime)
 
 
 def prepare(run_dir: pathlib.Path, action: str) -> None:
@@ -137,10 +139,18 @@ def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str]
     target.mkdir(parents=True, exist_ok=True)
     for name in ("eval.csv", "summary.json"):
         shutil.copy(run_dir / name, target / name)
-    # the command of the whole run; a resumed run ends where the uninterrupted one does
+    # the command of the whole run and the commit it ran at; a resumed run ends where the uninterrupted one does
     note = "" if action == "fresh" else "# interrupted, then resumed from its last checkpoint (checkpoint.resume)\n"
-    (target / "command.txt").write_text(recorded(cmd) + "\n" + note)
+    (target / "command.txt").write_text(f"{recorded(cmd)}\n# at commit {commit()}\n{note}")
     return f"saved ({action}) {target.relative_to(ROOT)}"
+
+
+def commit() -> str:
+    """The checkout's commit, with ``+changes`` when the work tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = git("rev-parse", "HEAD") or "unknown"
+    return sha + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def env_steps_reached(run_dir: pathlib.Path) -> float:

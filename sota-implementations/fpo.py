@@ -38,15 +38,16 @@ def train_flow_policy(cfg: DictConfig, method: str) -> dict:
     ppo = PPOUpdate(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo=method.upper(), task=task, device=device, dims=(obs_dim, act_dim), policy=policy,
-                     actor=policy, critic=critic, ppo=ppo, collector=collector, eval_env=eval_env)
+    run = EncoderRun(cfg, algo=method.upper(), title=f"{method.upper()} {task}, seed {cfg.env.seed}", task=task,
+                     device=device, dims=(obs_dim, act_dim), policy=policy, actor=policy, critic=critic, ppo=ppo,
+                     collector=collector, eval_env=eval_env)
     if saved is not None:
         run.restore(saved)
 
     # ---------------------------------------------------------------- training: one stage
     run.train_single_stage()
     extra = {"ratio": cfg.fpo.ratio} if method == "fpo" else {}
-    return run.finish(f"{method.upper()} {task}, seed {cfg.env.seed}", algorithm=method, **extra)
+    return run.finish(algorithm=method, **extra)
 
 
 @hydra.main(config_path="config", config_name="fpo", version_base="1.3")

@@ -29,6 +29,7 @@ from utils_gorl import (
     EncoderRun,
     env_dims,
     iterations_per_stage,
+    log,
     PPOUpdate,
     make_collector,
     make_eval_env,
@@ -65,8 +66,9 @@ def main(cfg: DictConfig) -> dict:
     ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo="GoRL", task=task, device=device, dims=(obs_dim, act_dim), policy=policy,
-                     actor=actor, critic=critic, ppo=ppo, collector=collector, eval_env=eval_env, decoder=decoder)
+    run = EncoderRun(cfg, algo="GoRL", title=f"GoRL ({cfg.decoder.type}) {task}, seed {seed}", task=task,
+                     device=device, dims=(obs_dim, act_dim), policy=policy, actor=actor, critic=critic, ppo=ppo,
+                     collector=collector, eval_env=eval_env, decoder=decoder)
     if saved is not None:
         run.restore(saved)
 
@@ -104,6 +106,7 @@ def main(cfg: DictConfig) -> dict:
                     target = make_decoder(cfg, obs_dim, act_dim, device)
             else:
                 target = copy.deepcopy(decoder)
+            log.info("stage %d: decoder refit on %d rows", stage, dataset.shape[0])
             result = refit_decoder(make_decoder_loss(cfg, target), dataset, batch_size=cfg.refit.batch_size,
                                    lr=cfg.refit.lr, max_epochs=cfg.refit.max_epochs, patience=cfg.refit.patience,
                                    val_fraction=cfg.refit.val_fraction, max_samples=cfg.refit.max_samples,
@@ -112,7 +115,7 @@ def main(cfg: DictConfig) -> dict:
                 decoder.load_state_dict(target.state_dict())
                 collector.update_policy_weights_()
             else:  # no encoder was trained against it: kept for a next stage, not deployed
-                run.progress["last_decoder"] = target.state_dict()
+                run.last_decoder = target.state_dict()
 
             # logging
             refit = {"stage": stage, "rows": dataset.shape[0], "best_val_loss": result.best_val_loss,
@@ -121,7 +124,7 @@ def main(cfg: DictConfig) -> dict:
             run.logger.log({f"refit/{k}": v for k, v in refit.items()}, run.total_frames())
         run.end_stage(stage, num_stages)
 
-    return run.finish(f"GoRL ({cfg.decoder.type}) {task}, seed {seed}", algorithm="gorl_ppo", decoder=cfg.decoder.type)
+    return run.finish(algorithm="gorl_ppo", decoder=cfg.decoder.type)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,15 @@ def main(cfg: DictConfig) -> dict:
     ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo="PPO", task=task, device=device, dims=(obs_dim, act_dim), policy=actor,
-                     actor=actor, critic=critic, ppo=ppo, collector=collector, eval_env=eval_env)
+    run = EncoderRun(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
+                     dims=(obs_dim, act_dim), policy=actor, actor=actor, critic=critic, ppo=ppo, collector=collector,
+                     eval_env=eval_env)
     if saved is not None:
         run.restore(saved)
 
     # ---------------------------------------------------------------- training: one stage, stage-0 settings
     run.train_single_stage()
-    return run.finish(f"Gaussian PPO {task}, seed {cfg.env.seed}", algorithm="ppo_gaussian")
+    return run.finish(algorithm="ppo_gaussian")
 
 
 if __name__ == "__main__":

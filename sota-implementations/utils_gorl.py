@@ -7,10 +7,15 @@ import copy
 import csv
 import functools
 import importlib.util
+import io
 import json
 import logging
+import os
 import pathlib
 import shutil
+import signal
+import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +27,7 @@ import tqdm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 from tensordict import TensorDict, TensorDictBase
+from torchrl.checkpoint import CheckpointError, GlobalRNGState
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, EnvCreator
 from torchrl.objectives.value import GAE
@@ -43,16 +49,19 @@ from torchrl_gorl import (
     ObservationNormalizer,
 )
 from config_checks import choice, int_list, positive_float, positive_int
-from torchrl_gorl.collectors import POLICY_COMPILE, ResumableCollector, SeededCollector
+from torchrl_gorl.collectors import (POLICY_COMPILE, MonitoredMultiSyncCollector, ResumableCollector,
+                                     SeededCollector)
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
 from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available, resolve_playground_task
 from torchrl_gorl.training import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
     evaluate_policy,
-    get_rng_state,
     load_checkpoint,
+    remove_temporary_files,
     save_checkpoint,
-    set_rng_state,
     TRANSITION_KEYS,
 )
 
@@ -66,20 +75,19 @@ METHODS = ("gorl", "ppo_gaussian", "fpo", "dppo")
 
 
 def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
-    """Fails at start-up, naming the key, on anything the run of ``method`` would otherwise trip over later."""
+    """Fails at start-up, naming the key, on anything the run of ``method`` would otherwise trip over later.
+
+    Every key's value is checked first, then what the valid config needs installed (:func:`check_installed`), so
+    that a bad key is named the same way with or without the optional extras."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {list(METHODS)}.")
     playground = choice(cfg, "env.backend", ["dm_control", "playground"]) == "playground"
-    if playground and not playground_available():
-        raise ValueError(f"config key env.backend=playground needs MuJoCo Playground: {INSTALL_HINT}.")
     try:
         resolve_playground_task(cfg.env.task) if playground else resolve_task(cfg.env.task)
     except ValueError as err:
         raise ValueError(f"config key env.task: {err}") from None
-    if playground and choice(cfg, "env.playground_impl", list(PLAYGROUND_IMPLS)) == "warp" \
-            and importlib.util.find_spec("warp") is None:
-        raise ValueError(f"config key env.playground_impl=warp needs MuJoCo Warp (warp-lang): {INSTALL_HINT}, "
-                         "or env.playground_impl=jax (MJX).")
+    if playground:
+        choice(cfg, "env.playground_impl", list(PLAYGROUND_IMPLS))
     if cfg.env.gamma is not None and not 0 < cfg.env.gamma <= 1:
         raise ValueError(f"config key env.gamma must be in (0, 1], got {cfg.env.gamma!r}.")
     positive_float(cfg, "env.reward_scale")
@@ -96,8 +104,6 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         )
     choice(cfg, "collector.env_backend", list(ENV_BACKENDS))
     backend, address = choice(cfg, "collector.backend", ["local", "ray"]), cfg.collector.ray_address
-    if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise ValueError('config key collector.backend=ray needs the ray package: pip install -e ".[distributed]".')
     if backend == "ray" and workers < 1:
         raise ValueError(f"config key collector.num_workers must be at least 1 with collector.backend=ray "
                          f"(one Ray actor per worker), got {workers}.")
@@ -114,19 +120,14 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
         raise ValueError(f"config key eval.target_return must be null or a number, got {target!r}.")
     if not isinstance(cfg.ppo.compile, bool):
         raise ValueError(f"config key ppo.compile must be true or false, got {cfg.ppo.compile!r}.")
-    if cfg.ppo.compile:
-        check_compile_backend(cfg)
     if not isinstance(cfg.ppo.compile_step, bool):
         raise ValueError(f"config key ppo.compile_step must be true or false, got {cfg.ppo.compile_step!r}.")
-    if cfg.ppo.compile_step:
-        if method not in ("gorl", "ppo_gaussian"):
-            raise ValueError(f"config key ppo.compile_step=true supports gorl_ppo.py and ppo_gaussian.py only, "
-                             f"not {method}.")
-        check_compile_backend(cfg, "ppo.compile_step")
+    if cfg.ppo.compile_step and method not in ("gorl", "ppo_gaussian"):
+        raise ValueError(f"config key ppo.compile_step=true supports gorl_ppo.py and ppo_gaussian.py only, not {method}.")
+    if cfg.ppo.compile or cfg.ppo.compile_step:
+        check_compile_backend(cfg)
     if not isinstance(cfg.collector.compile_policy, bool):
         raise ValueError(f"config key collector.compile_policy must be true or false, got {cfg.collector.compile_policy!r}.")
-    if cfg.collector.compile_policy:
-        check_cpp_compiler(cfg, "collector.compile_policy")
     for key in ("ppo.lr", "refit.lr"):
         positive_float(cfg, key)
     for key in ("ppo.critic_coeff", "ppo.entropy_coeff"):
@@ -137,8 +138,6 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
     choice(cfg, "ppo.latent_prior", ["l2", "kl"])
     choice(cfg, "ppo.loss_critic_type", ["l1", "l2", "smooth_l1"])
     choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
-    if cfg.logger.backend == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise ValueError('config key logger.backend=tensorboard needs the tensorboard package: pip install -e ".[tensorboard]".')
     choice(cfg, "logger.wandb_mode", ["online", "offline", "disabled"])
     choice(cfg, "device", ["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(16)])
     if not isinstance(cfg.env.seed, int) or isinstance(cfg.env.seed, bool) or cfg.env.seed < 0:
@@ -149,7 +148,7 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
         raise ValueError(f"config key checkpoint.interval_frames must be a non-negative integer, got {interval!r}.")
     for key in ("encoder.normalize_observations", "ppo.normalize_advantage", "schedule.refit_last_stage",
-                "checkpoint.keep_all", "logger.progress_bar"):
+                "checkpoint.keep_all", "checkpoint.keep_best", "logger.progress_bar"):
         if not isinstance(OmegaConf.select(cfg, key), bool):
             raise ValueError(f"config key {key} must be true or false, got {OmegaConf.select(cfg, key)!r}.")
     if cfg.refit.max_samples is not None:
@@ -213,19 +212,38 @@ def validate_config(cfg: DictConfig, *, method: str = "gorl") -> None:
             raise ValueError(f"config key schedule.save_decoder_data must be true or false, got {cfg.schedule.save_decoder_data!r}.")
         positive_float(cfg, "refit.gmpo_beta")
         positive_float(cfg, "refit.gmpo_max_weight")
+    check_installed(cfg)
 
 
-def check_compile_backend(cfg: DictConfig, key: str = "ppo.compile") -> None:
-    """``ppo.compile_backend`` is a torch.compile backend; inductor on CPU also needs a C++ compiler (for the
-    switch ``key``)."""
+def check_installed(cfg: DictConfig) -> None:
+    """What a config whose keys :func:`validate_config` has checked needs installed: the optional extras its
+    backends use, and a C++ compiler for inductor on CPU. Each error names the key and how to get it."""
+    if cfg.env.backend == "playground":
+        if not playground_available():
+            raise ValueError(f"config key env.backend=playground needs MuJoCo Playground: {INSTALL_HINT}.")
+        if cfg.env.playground_impl == "warp" and importlib.util.find_spec("warp") is None:
+            raise ValueError(f"config key env.playground_impl=warp needs MuJoCo Warp (warp-lang): {INSTALL_HINT}, "
+                             "or env.playground_impl=jax (MJX).")
+    if cfg.collector.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError('config key collector.backend=ray needs the ray package: pip install -e ".[distributed]".')
+    if cfg.logger.backend == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError('config key logger.backend=tensorboard needs the tensorboard package: pip install -e ".[tensorboard]".')
+    for key in ("ppo.compile", "ppo.compile_step"):
+        if OmegaConf.select(cfg, key) and cfg.ppo.compile_backend == "inductor":
+            check_cpp_compiler(cfg, key)
+    if cfg.collector.compile_policy:
+        check_cpp_compiler(cfg, "collector.compile_policy")
+
+
+def check_compile_backend(cfg: DictConfig) -> None:
+    """``ppo.compile_backend`` is a torch.compile backend (inductor on CPU also needs a C++ compiler:
+    :func:`check_installed`)."""
     import torch._dynamo
 
     backend = cfg.ppo.compile_backend
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise ValueError(f"config key ppo.compile_backend = {backend!r} is not a torch.compile backend; one of "
                          f"{torch._dynamo.list_backends()}.")
-    if backend == "inductor":
-        check_cpp_compiler(cfg, key)
 
 
 def check_cpp_compiler(cfg: DictConfig, key: str) -> None:
@@ -363,6 +381,7 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
     RUN_STARTED = time.time()
     quiet_logs()
     validate_config(cfg, method=method)
+    device = get_device(cfg.device)
     set_threads(cfg.num_threads)
     seed_everything(cfg.env.seed)
     saved = None
@@ -370,10 +389,17 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
         from hydra.utils import to_absolute_path
 
         path = to_absolute_path(cfg.checkpoint.resume)  # relative to where the command ran, not the run dir
-        if not pathlib.Path(path).is_file():
+        if not pathlib.Path(path).exists():
             raise ValueError(f"config key checkpoint.resume: no checkpoint at {path!r}.")
-        saved = load_checkpoint(path)
-    return get_device(cfg.device), task_id(cfg.env.task), resolve_gamma(cfg), saved
+        try:  # tensors, plain containers and JSON only: a checkpoint cannot run code (see load_checkpoint)
+            saved = {**load_checkpoint(path), "path": path}
+        except (CheckpointError, FileNotFoundError) as error:
+            raise ValueError(f"config key checkpoint.resume: {error}") from None
+    # outputs: fail now, not at the first checkpoint an hour in; and clear what a killed run's writes left
+    check_writable(pathlib.Path.cwd(), "the run directory (hydra.run.dir)")
+    check_writable(cfg.checkpoint.dir, "config key checkpoint.dir")
+    remove_temporary_files(pathlib.Path.cwd(), cfg.checkpoint.dir)
+    return device, task_id(cfg.env.task), resolve_gamma(cfg), saved
 
 
 def seed_everything(seed: int) -> None:
@@ -486,7 +512,9 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     resumed runs are exact through the collector's state dict (:class:`~torchrl_gorl.collectors.ResumableCollector`:
     the carried observations, the envs' physics and random states, and each worker's sampling RNG).
     ``collector.backend=local`` collects in this process (``num_workers=0``) or in TorchRL's
-    multi-process sync collector; ``ray`` in ``num_workers`` Ray actors (:func:`make_ray_collector`).
+    multi-process sync collector (:class:`~torchrl_gorl.collectors.MonitoredMultiSyncCollector`: workers that
+    ignore Ctrl-C, and a worker's death raises within seconds, naming it); ``ray`` in ``num_workers`` Ray actors
+    (:func:`make_ray_collector`).
     """
     num_envs, workers = cfg.collector.num_envs, cfg.collector.num_workers
     env_device = train_env_device(cfg, device)
@@ -505,10 +533,12 @@ def make_collector(cfg: DictConfig, task: str, policy, device: torch.device):
     elif workers == 0:
         collector = ResumableCollector(env_maker(cfg, task, num_envs, env_device)(), policy, **common)
     else:  # workers own their process: their state dicts carry their sampling RNG too
+        # TorchRL's multi-process sync collector, whose workers ignore Ctrl-C (the main process handles it) and
+        # whose death raises, naming the worker, instead of hanging a weight update
         create = EnvCreator(env_maker(cfg, task, num_envs // workers, env_device))
-        collector = Collector([create] * workers, policy, num_collectors=workers, sync=True,
-                              collector_class=functools.partial(SeededCollector, stagger_episodes=stagger_episodes(cfg)),
-                              **common)
+        collector = MonitoredMultiSyncCollector(
+            [create] * workers, policy,
+            collector_class=functools.partial(SeededCollector, stagger_episodes=stagger_episodes(cfg)), **common)
     if not full_episode_batches(cfg):  # seeded once: the envs run on, and reseeding resets them
         seed = batch_seed(cfg.env.seed, 0, 0, kind=6)
         collector.set_seed(seed)
@@ -941,7 +971,12 @@ def eval_points(num_iterations: int, num_evals: int) -> set[int]:
 
 # --------------------------------------------------------------------------- logging and outputs
 class RunLogger:
-    """TorchRL logger (csv / wandb / tensorboard) plus the small ``eval.csv`` the results tables read."""
+    """TorchRL logger (csv / wandb / tensorboard) plus the small ``eval.csv`` the results tables read.
+
+    ``eval.csv`` grows as the run goes: each evaluation row is appended (and synced) when it is made, so a killed
+    run loses no finished row; a resumed run first rewrites the file with the rows its checkpoint holds (the rows
+    after it are made again, identically) and appends from there, so the file never holds a row twice.
+    """
 
     EVAL_FIELDS = ["stage", "iteration", "frames_encoder", "frames_decoder_data", "frames_total", "frames_eval",
                    "wall_time_train_s", "wall_time_eval_s",
@@ -960,24 +995,37 @@ class RunLogger:
                     "mode": cfg.logger.wandb_mode,
                 }
             self.logger = get_logger(cfg.logger.backend, logger_name="logs", experiment_name=self.exp_name, **kwargs)
+        self.out = pathlib.Path.cwd()
         self.eval_rows: list[dict[str, float]] = []
+        self.restart([])
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.logger is not None:
             self.logger.log_metrics(metrics, step)
 
+    def restart(self, rows: list[dict[str, float]]) -> None:
+        """``eval.csv`` as ``rows`` (a fresh run: the header alone), written atomically; later rows are appended."""
+        self.eval_rows = rows
+        lines = io.StringIO()
+        writer = csv.DictWriter(lines, fieldnames=self.EVAL_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.out / "eval.csv", lines.getvalue())
+
     def log_eval(self, row: dict[str, float]) -> None:
         self.eval_rows.append(row)
+        with open(self.out / "eval.csv", "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.EVAL_FIELDS).writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
         self.log({f"eval/{k}": row[k] for k in ("return_mean", "return_std", "return_min", "return_max")}, row["frames_total"])
 
-    def write_outputs(self, summary: dict[str, Any], title: str, stage_starts: Sequence[int] = ()) -> None:
-        out = pathlib.Path.cwd()
-        with open(out / "eval.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.EVAL_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.eval_rows)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_learning_curve(self.eval_rows, out / "learning_curve.png", title, stage_starts)
+    def plot(self, title: str, stage_starts: Sequence[int] = ()) -> None:
+        """Redraws ``learning_curve.png`` from the rows so far (at each stage end and at the end of the run)."""
+        plot_learning_curve(self.eval_rows, self.out / "learning_curve.png", title, stage_starts)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
 
 
 def plot_learning_curve(rows, path: pathlib.Path, title: str, stage_starts: Sequence[int] = ()) -> None:
@@ -1000,8 +1048,10 @@ def plot_learning_curve(rows, path: pathlib.Path, title: str, stage_starts: Sequ
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, image.getvalue())
 
 
 def resolve_gamma(cfg: DictConfig) -> float:
@@ -1012,11 +1062,6 @@ def resolve_gamma(cfg: DictConfig) -> float:
 RESUME_FREE = ("checkpoint", "logger", "device", "num_threads", "hydra")
 #: settings that do not change what is computed (a restarted cluster has a new head address)
 RESUME_FREE_KEYS = ("ppo.num_threads", "collector.ray_address")
-#: keys added after checkpoints were first written, with the value that an older checkpoint's run had
-ADDED_KEYS = {"env.backend": "dm_control", "env.playground_impl": "auto", "collector.backend": "local",
-              "collector.ray_address": None, "collector.unroll_length": None, "collector.stagger_episodes": False,
-              "ppo.compile": False, "ppo.compile_backend": "inductor", "eval.target_return": None,
-              "ppo.compile_step": False}
 
 
 def _flat(container: Any, prefix: str = "") -> dict[str, Any]:
@@ -1045,7 +1090,7 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
     if saved["dims"] != [obs_dim, act_dim]:
         raise ValueError(f"config key env.task: checkpoint dims {saved['dims']} != this task's {[obs_dim, act_dim]}.")
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    then = {**ADDED_KEYS, **_flat(saved["config"])}
+    then = _flat(saved["config"])
     # staggering is compared where it acts: full-episode runs and envs without a runtime state never stagger
     for flat, config in ((now, cfg), (then, OmegaConf.create(_nested(then)))):
         with contextlib.suppress(ConfigAttributeError):  # a key it depends on is missing: compared as saved
@@ -1064,9 +1109,10 @@ class EncoderRun:
     stage, evaluation, logging and checkpoints. ``gorl_ppo.py`` and ``ppo_gaussian.py`` share it; the
     scripts keep the algorithm (what happens between stages)."""
 
-    def __init__(self, cfg: DictConfig, *, algo: str, task: str, device: torch.device, dims: tuple[int, int],
-                 policy, actor, critic, ppo: PPOUpdate, collector, eval_env, decoder=None) -> None:
-        self.cfg, self.task, self.device, self.dims = cfg, task, device, dims
+    def __init__(self, cfg: DictConfig, *, algo: str, title: str, task: str, device: torch.device,
+                 dims: tuple[int, int], policy, actor, critic, ppo: PPOUpdate, collector, eval_env,
+                 decoder=None) -> None:
+        self.cfg, self.title, self.task, self.device, self.dims = cfg, title, task, device, dims
         self.policy, self.actor, self.critic, self.decoder = policy, actor, critic, decoder
         self.ppo, self.collector, self.eval_env = ppo, collector, eval_env
         self.batches = iter(collector)
@@ -1074,14 +1120,19 @@ class EncoderRun:
         self.progress = {"stage": 0, "iteration": 0, "frames_encoder": 0, "frames_decoder_data": 0, "frames_eval": 0,
                          "best_return": -float("inf"), "eval_rows": [], "stage_starts": [0], "refits": [],
                          "wall_time": 0.0, "wall_time_eval": 0.0}
-        self.best_encoder = None
-        rng = get_rng_state()
+        self.best_encoder = None  # the stage's best actor and critic state dicts
+        self.last_decoder = None  # a refit after the last stage: kept in checkpoints, never deployed
+        rng = GlobalRNGState().state_dict()
         self.logger = RunLogger(cfg, algo, task)
-        set_rng_state(rng)  # logging backends (wandb) draw random numbers: results must not depend on them
+        GlobalRNGState().load_state_dict(rng)  # logging backends (wandb) draw random numbers: results must not depend on them
         self.logger.eval_rows = self.progress["eval_rows"]  # one list: checkpoints carry the history
         self.start = RUN_STARTED or time.time()
         self.last_checkpoint = 0
         self.pbar = None
+        # Ctrl-C: finish the iteration, checkpoint, exit 130 (collector workers ignore SIGINT: they are shut down)
+        self.stop_requested = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._request_stop)
 
     # -- counters
     def total_frames(self) -> int:
@@ -1093,44 +1144,81 @@ class EncoderRun:
             self.pbar.update(n)
 
     # -- checkpoints
-    def checkpoint(self, name: str) -> None:
+    def checkpoint(self, name: str) -> pathlib.Path:
+        """Saves the run as registered components of a ``torchrl.checkpoint`` archive (tensors, plain containers and
+        JSON: see :func:`~torchrl_gorl.training.load_checkpoint`), at its env-step count, keeping the latest (every
+        one with ``checkpoint.keep_all``; and the one after the best evaluation with ``checkpoint.keep_best``).
+
+        A write that fails (no space left, a read-only disk) stops the run with the previous checkpoint intact.
+        """
         self.progress["wall_time"] = time.time() - self.start
-        state = {
-            "config": OmegaConf.to_container(self.cfg, resolve=True), "dims": list(self.dims),
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "decoder": None if self.decoder is None else self.decoder.state_dict(),
-            "ppo": self.ppo.state_dict(), "best_encoder": self.best_encoder, "progress": self.progress,
-            "rng": get_rng_state(),
-            # running envs (unroll mode): physics, task RNGs, carried observations, the workers' sampling RNGs
-            "collector": None if full_episode_batches(self.cfg) else self.collector.state_dict(),
-        }
-        save_checkpoint(state, f"{self.cfg.checkpoint.dir}/{name if self.cfg.checkpoint.keep_all else 'latest'}.pt")
+        components = {"config": OmegaConf.to_container(self.cfg, resolve=True), "dims": list(self.dims),
+                      "progress": self.progress, "actor": self.actor, "critic": self.critic, "ppo": self.ppo,
+                      "rng": GlobalRNGState()}
+        optional = {"decoder": self.decoder, "best_encoder": self.best_encoder, "last_decoder": self.last_decoder,
+                    # running envs (unroll mode): physics, task RNGs, carried observations, the workers' sampling RNGs
+                    "collector": None if full_episode_batches(self.cfg) else self.collector}
+        components.update({key: value for key, value in optional.items() if value is not None})
+        rows = self.progress["eval_rows"]
+        metadata = {"name": name, "stage": self.progress["stage"], "iteration": self.progress["iteration"],
+                    "eval_return": rows[-1]["return_mean"] if rows else -1e30}  # the latest evaluation's
+        try:
+            return save_checkpoint(components, self.cfg.checkpoint.dir, step=self.total_frames(),
+                                   keep_last=sys.maxsize if self.cfg.checkpoint.keep_all else 1, metadata=metadata,
+                                   keep_best="eval_return" if self.cfg.checkpoint.keep_best else None)
+        except OSError as error:
+            raise OSError(error.errno, f"checkpoint {name!r} could not be written to {self.cfg.checkpoint.dir!r} "
+                                       f"({error.strerror or error}); the previous checkpoint there is intact: free "
+                                       "space or make it writable, then resume from it.") from None
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continues from a checkpoint of the same run (same settings, see :func:`check_resume_compatible`)."""
-        check_resume_compatible(self.cfg, saved, *self.dims)
+        try:
+            check_resume_compatible(self.cfg, saved, *self.dims)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {saved.get('path', '')!r}: {error}") from None
         self.actor.load_state_dict(saved["actor"])
         self.critic.load_state_dict(saved["critic"])
         if self.decoder is not None:
             self.decoder.load_state_dict(saved["decoder"])
         self.ppo.load_state_dict(saved["ppo"])
-        self.progress, self.best_encoder = saved["progress"], saved["best_encoder"]
-        self.progress.setdefault("wall_time_eval", 0.0)  # checkpoints written before evaluation time was kept apart
+        self.progress = saved["progress"]
+        self.best_encoder, self.last_decoder = saved.get("best_encoder"), saved.get("last_decoder")
         if not full_episode_batches(self.cfg):
             if saved.get("collector") is not None:
                 self.collector.load_state_dict(saved["collector"])
             if saved.get("collector") is None or not has_runtime_state(self.cfg):
-                why = ("the checkpoint has no collector state (written before it was saved)" if has_runtime_state(self.cfg)
+                why = ("the checkpoint has no collector state" if has_runtime_state(self.cfg)
                        else f"env.backend={self.cfg.env.backend} with collector.env_backend="
                             f"{self.cfg.collector.env_backend} has no runtime state to save")
                 log.warning("collector.unroll_length is set but %s: the resumed run starts fresh episodes and does "
                             "not repeat the uninterrupted run exactly.", why)
-        self.logger.eval_rows = self.progress["eval_rows"]
+        self.logger.restart(self.progress["eval_rows"])  # eval.csv as at the checkpoint: later rows come again
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]
-        set_rng_state(saved["rng"])
+        GlobalRNGState().load_state_dict(saved["rng"])
         self.collector.update_policy_weights_()
         log.info("resumed at stage %d, iteration %d", self.progress["stage"], self.progress["iteration"])
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+        log.warning("Ctrl-C: the run stops with a checkpoint after the current iteration (Ctrl-C again: at once, "
+                    "without one)")
+
+    def stop_if_requested(self) -> None:
+        """After Ctrl-C, at the end of an iteration or stage: a checkpoint, the command that resumes the run from it
+        (into the same run directory, so eval.csv goes on), and exit status 130."""
+        if not self.stop_requested:
+            return
+        path = self.checkpoint("interrupted")
+        self.collector.shutdown()
+        self.eval_env.close()
+        keep = [a for a in sys.argv[1:] if not a.startswith(("checkpoint.resume=", "hydra.run.dir="))]
+        command = " ".join(["python", sys.argv[0], *keep, f"hydra.run.dir={pathlib.Path.cwd()}",
+                            f"checkpoint.resume={path.parent.resolve()}"])
+        print(f"Interrupted: checkpoint {path}. Resume with:\n  {command}", file=sys.stderr, flush=True)
+        raise SystemExit(130)
 
     # -- collection
     def collect(self, seed: int) -> TensorDictBase:
@@ -1214,6 +1302,7 @@ class EncoderRun:
             if interval and progress["frames_encoder"] - self.last_checkpoint >= interval:
                 self.last_checkpoint = progress["frames_encoder"]
                 self.checkpoint(f"stage{stage}_iter{iteration + 1:05d}")
+            self.stop_if_requested()
         self.evaluate(stage, num_iterations)  # the last update is evaluated too (the reference skips it)
 
     @property
@@ -1226,6 +1315,8 @@ class EncoderRun:
         if stage + 1 < num_stages:
             self.progress["stage_starts"].append(self.total_frames())
         self.checkpoint(f"stage{stage}_end")
+        self.logger.plot(self.title, self.progress["stage_starts"][1:])
+        self.stop_if_requested()
 
     def train_single_stage(self) -> None:
         """The baselines' schedule: one PPO stage with stage-0 settings for GoRL's whole env-step budget
@@ -1242,9 +1333,9 @@ class EncoderRun:
             self.end_stage(0, 1)
 
     # -- end of run
-    def finish(self, title: str, **extra: Any) -> dict[str, Any]:
+    def finish(self, **extra: Any) -> dict[str, Any]:
         """Evaluates the deployed policy on fresh episodes (the in-stage maximum that picked it is
-        optimistically biased), writes eval.csv, summary.json and the learning curve."""
+        optimistically biased), writes summary.json and the final learning curve."""
         began = time.time()
         final = evaluate_policy(self.eval_env, self.policy, num_episodes=self.cfg.eval.num_episodes,
                                 seed=batch_seed(self.seed, 99, 0, kind=5))
@@ -1264,7 +1355,8 @@ class EncoderRun:
             "frames_total": self.total_frames(), "frames_eval": p["frames_eval"],
             "wall_time_s": wall, **self.wall_times(self.start + wall), "fps": (self.total_frames() + p["frames_eval"]) / wall, "refits": p["refits"],
         }
-        self.logger.write_outputs(summary, title, p["stage_starts"][1:])
+        self.logger.write_summary(summary)
+        self.logger.plot(self.title, p["stage_starts"][1:])
         log.info("done: final return %.1f (best eval %.1f), %d env steps in %.0f s",
                  summary["final_return"], summary["best_eval_return"], summary["frames_total"], wall)
         return summary

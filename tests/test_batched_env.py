@@ -99,17 +99,70 @@ def _steps(env, actions):
     return torch.stack(out)
 
 
+def _round_trip(state, path):
+    """``state`` through ``torch.save`` and a ``weights_only`` load: arrays only, nothing that could run code."""
+    torch.save(state, path)
+    return torch.load(path, weights_only=True)
+
+
 @pytest.mark.parametrize("task", ["cheetah-run", "finger-turn_hard"])  # finger-turn moves its target (model) at reset
-def test_runtime_state_continues_bit_identically_in_a_rebuilt_env(task):
+def test_runtime_state_continues_bit_identically_in_a_rebuilt_env(task, tmp_path):
     env = BatchedDMControlEnv(task, 2, seed=0)
-    actions = [env.action_spec.rand() for _ in range(1100)]
-    _steps(env, actions[:600])
+    env.set_episode_progress([0, 700])  # staggered: env 1 hits the time limit at step 300 and resets alone
+    actions = [env.action_spec.rand() for _ in range(1050)]
+    _steps(env, actions[:450])  # env 0 450 steps into its first episode, env 1 150 into its second
     state = env.runtime_state()
-    expected = _steps(env, actions[600:])  # through the time limit, a reset and 100 steps of a new episode
+    assert [env._step_count for env in env._envs] == [450, 150] == state["step_count"].tolist()
+    expected = _steps(env, actions[450:])  # env 0 through the time limit (a partial reset) and on
     other = BatchedDMControlEnv(task, 2, seed=7)
     _steps(other, actions[:50])
-    other.load_runtime_state(state)
-    assert torch.equal(_steps(other, actions[600:]), expected)
-    assert state["envs"].numel() < 10_000  # a few kB per env, not the 12 MB of a pickled MjData
-    with pytest.raises(ValueError, match="the runtime state holds 2 envs, this BatchedDMControlEnv has 3"):
-        BatchedDMControlEnv(task, 3).load_runtime_state(state)
+    other.load_runtime_state(_round_trip(state, tmp_path / "state.pt"))
+    assert torch.equal(_steps(other, actions[450:]), expected)
+    assert other.runtime_state().keys() == env.runtime_state().keys()
+    if task == "finger-turn_hard":  # each env's target, restored into an env whose reset put it elsewhere
+        assert state["model/site_pos"].shape == (2, *env._pristine_model["site_pos"].shape)
+        assert not torch.equal(state["model/site_pos"][0], state["model/site_pos"][1])
+    else:
+        assert not any(key.startswith("model/") for key in state)  # cheetah's reset leaves its model alone
+
+
+def test_runtime_state_holds_only_arrays(tmp_path):
+    env = BatchedDMControlEnv("finger-turn_hard", 3, seed=0)
+    _steps(env, [env.action_spec.rand() for _ in range(20)])
+    state = env.runtime_state()
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) and v.shape[0] == 3 for v in state.values())
+    assert {"physics", "random_key", "random_pos", "random_has_gauss", "random_cached_gaussian", "step_count",
+            "reset_next_step", "observation"} <= state.keys()
+    assert state["physics"].dtype == torch.float64 and state["random_key"].shape == (3, 624)
+    loaded = _round_trip(state, tmp_path / "state.pt")
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert all(v.numel() * v.element_size() < 3 * 6_000 for v in state.values())  # kB an env, not a pickled MjData
+
+
+def _corrupt(state, key, value):
+    return {**state, key: value}
+
+
+def test_a_bad_runtime_state_is_refused_before_any_env_changes():
+    env, twin = BatchedDMControlEnv("finger-turn_hard", 2, seed=0), BatchedDMControlEnv("finger-turn_hard", 2, seed=0)
+    source = BatchedDMControlEnv("finger-turn_hard", 2, seed=5)
+    actions = [env.action_spec.rand() for _ in range(100)]
+    _steps(env, actions[:30]), _steps(twin, actions[:30]), _steps(source, actions[:60])
+    good = source.runtime_state()
+    three = BatchedDMControlEnv("finger-turn_hard", 3, seed=1).runtime_state()
+    bad_random = good["random_key"].clone()
+    bad_random[1, 0] = 2**32  # env 1's: checked after everything else, so a partial load would show in env 0
+    cases = [
+        (three, r"key 'physics' holds 3 envs, BatchedDMControlEnv\('finger-turn_hard', num_envs=2\) has 2"),
+        (_corrupt(good, "physics", good["physics"][:, :-1]), r"key 'physics' has shape \(2, 38\).*expects \(2, 39\)"),
+        (_corrupt(good, "model/not_a_field", torch.zeros(2, 3)), "key 'model/not_a_field'.*has no field 'not_a_field'"),
+        (_corrupt(good, "model/site_pos", good["model/site_pos"][:, :2]), "key 'model/site_pos' has shape"),
+        (_corrupt(good, "step_count", good["step_count"].float()), "key 'step_count' has dtype torch.float32"),
+        (_corrupt(good, "envs", torch.zeros(10, dtype=torch.uint8)), "key 'envs'.*old pickled format"),
+        ({k: v for k, v in good.items() if k != "random_pos"}, "key 'random_pos' is missing"),
+        (_corrupt(good, "random_key", bad_random), "key 'random_key'.*uint32"),
+    ]
+    for state, message in cases:
+        with pytest.raises(ValueError, match=message):
+            env.load_runtime_state(state)
+    assert torch.equal(_steps(env, actions[30:]), _steps(twin, actions[30:]))  # as if nothing had been tried

@@ -13,6 +13,6 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(torchrl_gorl.__path__, "t
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     if name == "torchrl_gorl.envs.playground":
-        pytest.importorskip("mujoco_playground")  # the [playground] extra
+        pytest.importorskip("mujoco_playground", reason='needs the [playground] extra: pip install -e ".[playground]"')
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed in {name}"

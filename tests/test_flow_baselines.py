@@ -12,6 +12,7 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_gorl import DPPOLoss, FlowDecoderModule, FlowPolicy, FPOLoss, make_value_network
+from torchrl_gorl.training import latest_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOTA = ROOT / "sota-implementations"
@@ -255,6 +256,6 @@ def test_smoke_run(script, tmp_path):
     assert summary["algorithm"] == script[:-3]
     assert summary["frames_total"] == summary["frames_encoder"] == 10000  # GoRL's smoke budget
     assert math.isfinite(summary["final_return"])
-    assert (tmp_path / "checkpoints" / "latest.pt").exists() and (tmp_path / "learning_curve.png").exists()
+    assert latest_checkpoint(tmp_path / "checkpoints") is not None and (tmp_path / "learning_curve.png").exists()
     train = (tmp_path / "logs").rglob("mean_ratio.csv")
     assert next(train, None) is not None

@@ -5,6 +5,8 @@ import pathlib
 
 import pytest
 
+from torchrl_gorl.training import save_checkpoint
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GRID_OVERRIDES = ["schedule.stage_frames=[928000,928000,464000,464000]", "ppo.num_threads=1"]
 
@@ -47,9 +49,8 @@ def test_saved_results_of_the_same_command_are_skipped(runs, tmp_path):
 
 def test_interrupted_run_resumes_from_its_checkpoint(runs, tmp_path):
     cmd, run_dir, target = _grid_point(runs, tmp_path)
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
-    checkpoint.write_bytes(b"")
-    assert runs.plan(cmd, run_dir, target) == ("resume", [f"checkpoint.resume={checkpoint}"])
+    checkpoint = save_checkpoint({"progress": {"iteration": 1}}, run_dir / "checkpoints", step=8000)
+    assert runs.plan(cmd, run_dir, target) == ("resume", [f"checkpoint.resume={checkpoint.parent}"])
     # a summary written after the last checkpoint means the run finished: start afresh instead
     summary = run_dir / "summary.json"
     summary.write_text("{}")

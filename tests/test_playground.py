@@ -1,5 +1,8 @@
 """``env.backend=playground``: MuJoCo Playground's dm_control-suite ports behind GoRL's env contract.
 
+The names, the config checks and the missing-extra errors run on the README's install; what builds an env or
+touches JAX needs the ``[playground]`` extra and skips without it.
+
 The shared env uses MJX (``impl="jax"``, what ``"auto"`` picks on CPU): a ~1 min compile, then full 1000-step
 episodes in seconds. JAX's persistent compilation cache (a per-module folder) lets the slow end-to-end run reuse
 that compile.
@@ -13,15 +16,11 @@ import sys
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from tensordict.nn import TensorDictModule
+from torchrl.envs import RewardSum, StepCounter
 
-pytest.importorskip("mujoco_playground")
-
-import jax  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from tensordict.nn import TensorDictModule  # noqa: E402
-from torchrl.envs import RewardSum, StepCounter  # noqa: E402
-
-from torchrl_gorl.envs import (  # noqa: E402
+from torchrl_gorl.envs import (
     EPISODE_LENGTH,
     make_playground_env,
     PAPER_TASKS,
@@ -29,7 +28,8 @@ from torchrl_gorl.envs import (  # noqa: E402
     resolve_playground_task,
     task_id,
 )
-from torchrl_gorl.training import evaluate_policy  # noqa: E402
+from torchrl_gorl.envs.playground import INSTALL_HINT, playground_available
+from torchrl_gorl.training import evaluate_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOTA = ROOT / "sota-implementations"
@@ -37,9 +37,14 @@ sys.path.insert(0, str(SOTA))
 
 import utils_gorl  # noqa: E402
 
+needs_playground = pytest.mark.skipif(not playground_available(), reason=f"needs the [playground] extra: {INSTALL_HINT}")
+
 
 @pytest.fixture(scope="module")
 def jax_cache(tmp_path_factory) -> pathlib.Path:
+    pytest.importorskip("mujoco_playground", reason=f"needs the [playground] extra: {INSTALL_HINT}")
+    import jax
+
     path = tmp_path_factory.mktemp("jax_cache")
     jax.config.update("jax_compilation_cache_dir", str(path))
     return path
@@ -57,6 +62,7 @@ def _zero_policy(act_dim: int) -> TensorDictModule:
 
 
 # --------------------------------------------------------------------------- names
+@needs_playground
 def test_task_table_is_the_installed_playground_suite():
     from dm_control import suite
     from mujoco_playground import dm_control_suite
@@ -140,7 +146,8 @@ def test_playground_config_without_the_extra_names_the_key_and_the_fix(monkeypat
     utils_gorl.validate_config(_compose())  # dm_control runs need no extra
 
 
-def test_playground_config_accepts_every_playground_name():
+def test_playground_config_accepts_every_playground_name(monkeypatch):
+    monkeypatch.setattr(utils_gorl, "playground_available", lambda: True)  # the names, with or without the extra
     for name in ("CheetahRun", "cheetah-run", "PointMass", "HumanoidWalk"):
         utils_gorl.validate_config(_compose("env.backend=playground", f"env.task={name}"))
     utils_gorl.validate_config(_compose("env.task=PointMass"))  # and dm_control runs them as point_mass-easy
@@ -224,6 +231,7 @@ def test_evaluate_policy_runs_full_deterministic_episodes(env):
 
 # --------------------------------------------------------------------------- slow
 @pytest.mark.slow
+@needs_playground
 def test_warp_physics_steps_the_same_contract():
     warp = make_playground_env("cheetah-run", 2, impl="warp", seed=0, max_steps=3)
     rollout = warp.rollout(4, break_when_any_done=False)
@@ -234,6 +242,7 @@ def test_warp_physics_steps_the_same_contract():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
+@needs_playground
 def test_cuda_device_puts_the_tensors_on_the_gpu():
     cuda = make_playground_env("CheetahRun", 4, device="cuda", seed=0)
     rollout = cuda.rollout(5, _zero_policy(6).to("cuda"))
@@ -256,8 +265,11 @@ def test_gorl_trains_on_playground(tmp_path, jax_cache):
     assert 0 <= summary["final_return"] <= EPISODE_LENGTH
 
 
+@needs_playground
 @pytest.mark.parametrize("backend,has_warp,expected", [("cpu", True, "jax"), ("gpu", True, "warp"), ("gpu", False, "jax")])
 def test_auto_impl_is_warp_only_on_a_jax_gpu_with_warp_installed(monkeypatch, backend, has_warp, expected):
+    import jax
+
     from torchrl_gorl.envs.playground import resolve_impl
 
     find_spec = importlib.util.find_spec
@@ -269,6 +281,7 @@ def test_auto_impl_is_warp_only_on_a_jax_gpu_with_warp_installed(monkeypatch, ba
         resolve_impl("mjx")
 
 
+@needs_playground
 def test_jax_gpu_preallocation_is_off_before_jax_starts(monkeypatch):
     """JAX reads XLA_PYTHON_CLIENT_PREALLOCATE once, when its backend starts (resolve_impl's first question): it must
     be set by then, or JAX takes 75% of a GPU from torch and from the other processes' JAX."""
@@ -287,6 +300,7 @@ def test_jax_gpu_preallocation_is_off_before_jax_starts(monkeypatch):
     assert seen["value"] == "false"
 
 
+@needs_playground
 def test_warp_impl_without_warp_names_the_key(monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "warp" else find_spec(name, *a))

@@ -22,6 +22,7 @@ from torchrl_gorl import make_gorl_policy  # noqa: E402
 CPU = torch.device("cpu")
 TASK = "cheetah-run"
 FOUR_ENVS = ("collector.num_envs=4", "schedule.stage_frames=[4000,4000]")
+NEEDS_RAY = 'needs the [distributed] extra: pip install -e ".[distributed]"'
 
 
 def _compose(*overrides: str):
@@ -71,7 +72,7 @@ def test_batched_env_seed_chain_continues_into_the_next_worker():
 def ray_run():
     """4 envs on 2 Ray workers (two each, so that the seed chain crosses workers), with a random (non-identity)
     decoder so that every part of the policy, and both observation normalisers, shape the actions."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=NEEDS_RAY)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the scripts: a tiny per-step policy on 2 threads crawls on 2 busy cores
     cfg = _compose(*FOUR_ENVS, "collector.backend=ray", "collector.num_workers=2")
@@ -150,7 +151,7 @@ def test_shutdown_stops_the_ray_it_started(ray_run):
 
 
 def test_short_ray_training_run_completes(tmp_path):
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=NEEDS_RAY)
     # the smoke run's two stages with one PPO iteration each, one evaluation before it and a 2-step decoder:
     # Ray's start-up (about 30 s here) already doubles the run
     cmd = [sys.executable, str(SOTA / "gorl_ppo.py"), "preset=smoke", "collector.backend=ray",

@@ -1,13 +1,22 @@
-"""TorchRL collectors whose state dict resumes running envs exactly, and one for a process of its own (a worker
-process or Ray actor) whose seeding and state cover the policy's sampling too."""
+"""TorchRL collectors whose state dict resumes running envs exactly, one for a process of its own (a worker
+process or Ray actor) whose seeding and state cover the policy's sampling too, and TorchRL's multi-process sync
+collector with workers that ignore Ctrl-C and whose death stops the run with an error naming them."""
 from __future__ import annotations
 
+import contextlib
+import multiprocessing.connection
+import signal
+import threading
+from collections.abc import Iterator
+from queue import Empty
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.collectors import Collector
+from torchrl._utils import _check_for_faulty_process
+from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.envs import TransformedEnv
+from torchrl.weight_update import SharedMemWeightSyncScheme
 
 #: ``compile_policy`` settings for TorchRL's collectors that keep a collection exact and resumable:
 #:
@@ -178,3 +187,179 @@ class SeededCollector(ResumableCollector):
             torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignores SIGINT (Ctrl-C) in this process while the block runs, then restores the previous handler.
+
+    Processes started inside the block ignore SIGINT for good: ``SIG_IGN`` is inherited across ``fork`` and
+    ``exec``, and Python keeps an ignored SIGINT ignored at start-up (it installs its ``KeyboardInterrupt`` handler
+    only over the default action). Ctrl-C in a terminal sends SIGINT to the whole foreground process group, workers
+    included; started inside this block, they keep running until the main process, which handles the Ctrl-C, shuts
+    them down. A Ctrl-C while the block runs is lost. Off the main thread (where handlers cannot be set) it does
+    nothing.
+
+    Examples:
+        >>> import signal
+        >>> from torchrl_gorl.collectors import sigint_ignored
+        >>> with sigint_ignored():
+        ...     signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        True
+        >>> signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:  # None: a handler not set from Python, which cannot be put back
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+#: seconds between checks of the workers while :class:`MonitoredMultiSyncCollector` waits for their weight
+#: acknowledgments (TorchRL checks them each second while it waits for a batch)
+WORKER_POLL_S = 1.0
+
+
+class CollectorWorkerDied(RuntimeError):
+    """A worker process of a :class:`MonitoredMultiSyncCollector` ended while the collector was running."""
+
+
+def _exit_reason(exitcode: int) -> str:
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = "an unknown signal"
+    hint = " (kill -9, or the kernel's out-of-memory killer)" if -exitcode == signal.SIGKILL else ""
+    return f"killed by {name} (signal {-exitcode}){hint}"
+
+
+class MonitoredMultiSyncCollector(MultiSyncCollector):
+    """TorchRL's :class:`~torchrl.collectors.MultiSyncCollector` (what ``Collector(create_env_fns, policy,
+    num_collectors=n, sync=True, ...)`` builds; same arguments, less ``num_collectors`` and ``sync``), made safe to
+    kill anywhere:
+
+    * A worker that dies alone (``kill -9`` of its pid, the OOM killer, a crash) stops the collector's next call
+      within about :data:`WORKER_POLL_S` seconds with :class:`CollectorWorkerDied` (a ``RuntimeError``):
+      ``"collector worker {i} (pid {pid}) died: killed by SIGKILL (signal 9) ..."``. TorchRL 0.14.1 itself checks
+      its workers while it waits for a batch (raising an error without pid or signal) and raises a bare
+      ``BrokenPipeError`` in ``state_dict``; but ``update_policy_weights_`` (the default
+      :class:`~torchrl.weight_update.SharedMemWeightSyncScheme`) waits for every worker's acknowledgment without
+      a timeout, for ever once one is dead. Here that wait polls the acknowledgment queues and checks the workers
+      every :data:`WORKER_POLL_S` seconds; the rest names the dead workers in TorchRL's errors. Nothing is added
+      on the data path: batches are TorchRL's, bit for bit.
+    * The workers ignore SIGINT (:func:`sigint_ignored` while TorchRL starts them, at construction): a Ctrl-C in
+      the terminal reaches the main process alone in effect, which can write a last checkpoint (the collector's
+      state dict included) before it shuts the collector down. Stop the workers with :meth:`shutdown`.
+
+    Examples:
+        >>> import functools, os, signal, time
+        >>> from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+        >>> from torchrl_gorl.collectors import CollectorWorkerDied, MonitoredMultiSyncCollector
+        >>> from torchrl_gorl.envs import make_env
+        >>> policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule.identity(17, 6))
+        >>> collector = MonitoredMultiSyncCollector([functools.partial(make_env, "cheetah-run", 2)] * 2, policy,
+        ...     frames_per_batch=20, total_frames=-1, auto_register_policy_transforms=False)
+        >>> batches = iter(collector); _ = next(batches)
+        >>> os.kill(collector.worker_pids[0], signal.SIGINT); time.sleep(0.5)  # Ctrl-C: ignored
+        >>> next(batches).numel()
+        20
+        >>> os.kill(collector.worker_pids[1], signal.SIGKILL)
+        >>> next(batches)
+        Traceback (most recent call last):
+        ...
+        torchrl_gorl.collectors.CollectorWorkerDied: collector worker 1 (pid ...) died: killed by SIGKILL (signal 9) ...
+        >>> collector.shutdown()
+    """
+
+    #: the workers' pids, by index, as they started
+    worker_pids: list[int]
+
+    def _run_processes(self) -> None:  # TorchRL starts the workers here, in __init__
+        with sigint_ignored():
+            super()._run_processes()
+        self.worker_pids = [proc.pid for proc in self.procs]
+
+    def dead_workers(self, timeout: float = 0.0) -> str | None:
+        """What ended the workers that are no longer running (``"collector worker 1 (pid 123) died: ..."``, one
+        per dead worker, joined by ``"; "``), or ``None`` where all run; waits up to ``timeout`` seconds for one
+        to end."""
+        procs = []
+        for i, proc in enumerate(getattr(self, "procs", ())):
+            with contextlib.suppress(ValueError):  # a closed process: TorchRL stopped it after another one died
+                procs.append((i, proc, proc.sentinel))
+        ended = multiprocessing.connection.wait([sentinel for *_, sentinel in procs], timeout=timeout)
+        dead = []
+        for i, proc, sentinel in procs:
+            if sentinel in ended:
+                proc.join(timeout=1.0)  # its pipes close just before it can be reaped
+            if proc.exitcode is not None:
+                dead.append(f"collector worker {i} (pid {proc.pid}) died: {_exit_reason(proc.exitcode)}")
+        return "; ".join(dead) or None
+
+    @contextlib.contextmanager
+    def _naming_dead_workers(self) -> Iterator[None]:
+        """Raises :class:`CollectorWorkerDied` in place of an error that a dead worker caused."""
+        try:
+            yield
+        except CollectorWorkerDied:
+            raise
+        except Exception as err:
+            # TorchRL's RuntimeError follows a death it saw; a broken pipe may come just before the death shows
+            failure = self.dead_workers(timeout=1.0 if isinstance(err, (EOFError, OSError)) else 0.0)
+            if failure is None:
+                raise
+            raise CollectorWorkerDied(failure) from err
+
+    def iterator(self) -> Iterator[TensorDictBase]:
+        with self._naming_dead_workers():
+            yield from super().iterator()
+
+    def set_seed(self, seed: int, static_seed: bool = False) -> int:
+        with self._naming_dead_workers():
+            return super().set_seed(seed, static_seed)
+
+    def reset(self, reset_idx=None) -> None:
+        with self._naming_dead_workers():
+            return super().reset(reset_idx)
+
+    def state_dict(self):
+        with self._naming_dead_workers():
+            return super().state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        with self._naming_dead_workers():
+            return super().load_state_dict(state_dict)
+
+    def update_policy_weights_(self, *args: Any, **kwargs: Any) -> None:
+        with self._naming_dead_workers():
+            return super().update_policy_weights_(*args, **kwargs)
+
+    def _send_weights_scheme(self, *, model_id, scheme, processed_weights, worker_ids) -> None:
+        if not (isinstance(scheme, SharedMemWeightSyncScheme) and scheme.sync) or isinstance(processed_weights, dict):
+            return super()._send_weights_scheme(model_id=model_id, scheme=scheme, processed_weights=processed_weights,
+                                                worker_ids=worker_ids)
+        # TorchRL's send: the weights into shared memory, a "receive" to each worker, then (sync) a wait for the
+        # acknowledgments with no timeout. Sent without that wait, the acknowledgments are awaited here.
+        scheme.sync = False
+        try:
+            super()._send_weights_scheme(model_id=model_id, scheme=scheme, processed_weights=processed_weights,
+                                         worker_ids=worker_ids)
+        finally:
+            scheme.sync = True
+        if worker_ids is None:
+            worker_ids = list(scheme._ack_queues)
+        for i in [worker_ids] if isinstance(worker_ids, int) else worker_ids:
+            while True:
+                try:
+                    scheme._ack_queues[i].get(timeout=WORKER_POLL_S)
+                    break
+                except Empty:
+                    with self._naming_dead_workers():
+                        _check_for_faulty_process(self.procs)
+

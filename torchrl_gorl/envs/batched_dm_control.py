@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pickle
-
 import mujoco
 import numpy as np
 import torch
@@ -209,39 +207,147 @@ class BatchedDMControlEnv(EnvBase):
             env._step_count = int(k)
 
     def runtime_state(self) -> dict[str, torch.Tensor]:
-        """Everything a running env needs to continue bit-identically after a rebuild, per dm_control instance:
-        MuJoCo's integration state (time, positions, velocities, activations, controls, the solver's warm start),
-        the model fields the task changed at reset (finger-turn moves its target, for instance), the task's random
-        state and the time limit's step count; plus the last observations. Tensors only (the per-env records as one
-        uint8 pickle, about 3.4 kB an env on cheetah-run), so it crosses TorchRL's collector pipes and Ray inside a state dict.
-        (Pickling ``MjData`` itself would also do, at 12 MB an env.)
+        """Everything a running env needs to continue bit-identically after a rebuild, as a flat dict of CPU tensors
+        whose first dimension is the env (``N = num_envs``):
+
+        * ``"physics"`` ``[N, S]`` float64: MuJoCo's integration state (``mj_getState`` with
+          ``mjSTATE_INTEGRATION``: time, positions, velocities, activations, controls, the solver's warm start);
+        * ``"random_key"`` ``[N, 624]`` int64 (MT19937's uint32 words), ``"random_pos"`` ``[N]`` int64,
+          ``"random_has_gauss"`` ``[N]`` int64, ``"random_cached_gaussian"`` ``[N]`` float64: the task's NumPy
+          ``RandomState`` (``get_state()``);
+        * ``"step_count"`` ``[N]`` int64 and ``"reset_next_step"`` ``[N]`` bool: the time limit's counters;
+        * ``"model/<name>"`` ``[N, *shape]`` in the field's dtype, for every model field that the task changed at
+          reset (relative to the freshly loaded model) in at least one env (finger-turn moves its target, for
+          instance): each env's current value;
+        * ``"observation"`` ``[N, observation_dim]`` float64: the last observations.
+
+        Arrays only, no pickled objects: a checkpoint holding it loads with ``torch.load(..., weights_only=True)``
+        and cannot run code; it crosses TorchRL's collector pipes and Ray inside a state dict. About 5.9 kB an env
+        on cheetah-run (physics 91 float64, the random state's 624 words as int64: 5 kB). (Pickling ``MjData`` itself
+        would also do, at 12 MB an env, and could run code when loaded.)
         """
-        records = []
-        for env in self._envs:
+        n = self.num_envs
+        model0 = self._envs[0].physics.model.ptr
+        physics = np.empty((n, mujoco.mj_stateSize(model0, _INTEGRATION)), dtype=np.float64)
+        random_key = np.empty((n, 624), dtype=np.int64)
+        random_pos = np.empty(n, dtype=np.int64)
+        random_has_gauss = np.empty(n, dtype=np.int64)
+        random_cached = np.empty(n, dtype=np.float64)
+        step_count = np.empty(n, dtype=np.int64)
+        reset_next_step = np.empty(n, dtype=bool)
+        changed = set()
+        for i, env in enumerate(self._envs):
             model, data = env.physics.model.ptr, env.physics.data.ptr
-            state = np.empty(mujoco.mj_stateSize(model, _INTEGRATION))
-            mujoco.mj_getState(model, data, state, _INTEGRATION)
-            changed = {name: np.array(getattr(model, name)) for name, value in self._pristine_model.items()
-                       if not np.array_equal(getattr(model, name), value)}
-            records.append((state, changed, env.task._random.get_state(), env._step_count, env._reset_next_step))
-        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-        return {"envs": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
-                "observation": torch.from_numpy(self._obs.copy())}
+            mujoco.mj_getState(model, data, physics[i], _INTEGRATION)
+            changed.update(name for name, value in self._pristine_model.items()
+                           if not np.array_equal(getattr(model, name), value))
+            algorithm, key, pos, has_gauss, cached = env.task._random.get_state()
+            if algorithm != "MT19937" or np.shape(key) != (624,):
+                raise RuntimeError(f"env {i}'s task random state is not MT19937 ({algorithm!r}): it cannot be saved.")
+            random_key[i], random_pos[i], random_has_gauss[i], random_cached[i] = key, pos, has_gauss, cached
+            step_count[i], reset_next_step[i] = env._step_count, env._reset_next_step
+        state = {
+            "physics": torch.from_numpy(physics),
+            "random_key": torch.from_numpy(random_key),
+            "random_pos": torch.from_numpy(random_pos),
+            "random_has_gauss": torch.from_numpy(random_has_gauss),
+            "random_cached_gaussian": torch.from_numpy(random_cached),
+            "step_count": torch.from_numpy(step_count),
+            "reset_next_step": torch.from_numpy(reset_next_step),
+        }
+        for name in sorted(changed):
+            values = np.stack([np.array(getattr(env.physics.model.ptr, name)) for env in self._envs])
+            state[f"model/{name}"] = torch.from_numpy(values)
+        state["observation"] = torch.from_numpy(self._obs.copy())
+        return state
+
+    _RUNTIME_KEYS = {  # key: (dtype, shape after the env dimension; None: the model's)
+        "physics": (torch.float64, None),
+        "random_key": (torch.int64, (624,)),
+        "random_pos": (torch.int64, ()),
+        "random_has_gauss": (torch.int64, ()),
+        "random_cached_gaussian": (torch.float64, ()),
+        "step_count": (torch.int64, ()),
+        "reset_next_step": (torch.bool, ()),
+        "observation": (torch.float64, None),
+    }
+
+    def _check_runtime_state(self, state) -> list[tuple]:
+        """Validates a :meth:`runtime_state` against these envs without changing them; returns each env's task random
+        state (as ``RandomState.get_state`` gives it, already accepted by a scratch ``RandomState``)."""
+        who = f"{type(self).__name__}({self.task_name!r}, num_envs={self.num_envs})"
+        if not isinstance(state, dict):  # a Mapping of tensors, as torch.load or a collector pipe gives it
+            try:
+                state = dict(state)
+            except TypeError:
+                raise ValueError(f"a runtime state is a dict of tensors, got {type(state).__name__}.") from None
+        if "envs" in state:
+            raise ValueError("runtime state key 'envs': a runtime state of the old pickled format is not loaded "
+                             "(unpickling it could run code); save it again with this version.")
+        missing = sorted(set(self._RUNTIME_KEYS) - set(state))
+        if missing:
+            raise ValueError(f"runtime state key {missing[0]!r} is missing (expected keys: {sorted(self._RUNTIME_KEYS)}"
+                             " and 'model/<field>' ones).")
+        model = self._envs[0].physics.model.ptr
+        widths = {"physics": (mujoco.mj_stateSize(model, _INTEGRATION),), "observation": (self.observation_dim,)}
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"runtime state key {key!r} must be a tensor, got {type(value).__name__}.")
+            if key.startswith("model/"):
+                name = key[len("model/"):]
+                if name not in self._pristine_model:
+                    raise ValueError(f"runtime state key {key!r}: {self.task_name}'s model has no field {name!r}.")
+                pristine = self._pristine_model[name]
+                dtype, shape = torch.from_numpy(pristine[:0].copy()).dtype, pristine.shape
+            elif key in self._RUNTIME_KEYS:
+                dtype, shape = self._RUNTIME_KEYS[key]
+                shape = widths[key] if shape is None else shape
+            else:
+                raise ValueError(f"runtime state key {key!r} is unknown (expected keys: {sorted(self._RUNTIME_KEYS)} "
+                                 "and 'model/<field>' ones).")
+            expected = (self.num_envs, *shape)
+            if tuple(value.shape) != expected:
+                if value.ndim == 0 or value.shape[0] != self.num_envs:
+                    held = f"holds {value.shape[0]} envs" if value.ndim else "is a scalar"
+                    raise ValueError(f"runtime state key {key!r} {held}, {who} has {self.num_envs} "
+                                     f"(expected shape {expected}, got {tuple(value.shape)}).")
+                raise ValueError(f"runtime state key {key!r} has shape {tuple(value.shape)}, {who} expects {expected}.")
+            if value.dtype != dtype:
+                raise ValueError(f"runtime state key {key!r} has dtype {value.dtype}, {who} expects {dtype}.")
+        key = state["random_key"]
+        if ((key < 0) | (key >= 2**32)).any():
+            raise ValueError("runtime state key 'random_key' holds values outside MT19937's uint32 range.")
+        random_states = []
+        for i in range(self.num_envs):
+            random_state = ("MT19937", key[i].numpy().astype(np.uint32), int(state["random_pos"][i]),
+                            int(state["random_has_gauss"][i]), float(state["random_cached_gaussian"][i]))
+            try:
+                np.random.RandomState().set_state(random_state)  # a scratch generator: the envs' stay untouched
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"runtime state keys 'random_*' of env {i} are not a valid MT19937 state: {error}") from None
+            random_states.append(random_state)
+        return random_states
 
     def load_runtime_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restores :meth:`runtime_state` into these envs (the same task and number of envs)."""
-        records = pickle.loads(state["envs"].numpy().tobytes())
-        if len(records) != self.num_envs:
-            raise ValueError(f"the runtime state holds {len(records)} envs, this {type(self).__name__} has {self.num_envs}.")
-        for env, (physics_state, changed, random_state, step_count, reset_next_step) in zip(self._envs, records):
+        """Restores :meth:`runtime_state` into these envs (the same task and number of envs).
+
+        The state is validated first (every key known and present, shapes and dtypes these envs expect, model fields
+        this task's model has); a :class:`ValueError` naming the key leaves the envs as they were.
+        """
+        random_states = self._check_runtime_state(state)
+        state = {key: value.detach().cpu() for key, value in dict(state).items()}
+        changed = {key[len("model/"):]: value.numpy() for key, value in state.items() if key.startswith("model/")}
+        physics = state["physics"].numpy()
+        step_count, reset_next_step = state["step_count"].tolist(), state["reset_next_step"].tolist()
+        for i, env in enumerate(self._envs):
             model, data = env.physics.model.ptr, env.physics.data.ptr
             for name, value in self._pristine_model.items():  # the task's changes on top of the XML's model
-                getattr(model, name)[...] = changed.get(name, value)
-            mujoco.mj_setState(model, data, physics_state, _INTEGRATION)
+                getattr(model, name)[...] = changed[name][i] if name in changed else value
+            mujoco.mj_setState(model, data, np.ascontiguousarray(physics[i]), _INTEGRATION)
             # dm_control's step starts with mj_step2: it expects mj_step1's position and velocity stages done
             mujoco.mj_step1(model, data)
-            env.task._random.set_state(random_state)
-            env._step_count, env._reset_next_step = step_count, reset_next_step
+            env.task._random.set_state(random_states[i])
+            env._step_count, env._reset_next_step = int(step_count[i]), bool(reset_next_step[i])
         self._obs[:] = state["observation"].numpy()
 
     def close(self, *, raise_if_closed: bool = True) -> None:

@@ -1,18 +1,31 @@
 """Training utilities shared by the scripts: checkpoints, decoder refits, evaluation, offline datasets."""
-from torchrl_gorl.training.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from torchrl_gorl.training.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_temporary_files,
+    SafeStateDictAdapter,
+    save_checkpoint,
+)
 from torchrl_gorl.training.datasets import load_transitions, save_transitions, TRANSITION_KEYS
 from torchrl_gorl.training.decoder_refit import refit_decoder, RefitResult
 from torchrl_gorl.training.evaluation import evaluate_policy
 
 __all__ = [
     "RefitResult",
+    "SafeStateDictAdapter",
     "TRANSITION_KEYS",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable",
     "evaluate_policy",
-    "get_rng_state",
+    "latest_checkpoint",
     "load_checkpoint",
     "load_transitions",
     "refit_decoder",
+    "remove_temporary_files",
     "save_checkpoint",
     "save_transitions",
-    "set_rng_state",
 ]

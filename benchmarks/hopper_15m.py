@@ -1,0 +1,208 @@
+"""GoRL against Gaussian PPO on hopper-stand at 15M env steps (``preset=cpu_fast_15m``): the runs, and the figure,
+table, verdict and per-stage diagnosis in docs/results.md and the README, rebuilt from the committed runs.
+
+    python benchmarks/learning_runs.py run --results hopper_15m --preset cpu_fast_15m --tasks hopper-stand \\
+        --methods gorl_flow ppo_gaussian --seeds 1 2 3      # one run at a time, ~1 h each on 2 cores; resumable
+    python benchmarks/learning_runs.py train-log hopper-stand gorl_flow 1 latent_scale_mean --results hopper_15m
+    python benchmarks/hopper_15m.py report                   # docs/img/hopper_15m.png and the generated blocks
+    python benchmarks/hopper_15m.py decoder outputs/hopper_15m/hopper-stand/gorl_flow/seed1 \\
+        outputs/hopper_15m/hopper-stand/ppo_gaussian/seed1   # docs/img/hopper_decoder.png from the final checkpoints
+
+Every number in the blocks comes from ``results/hopper_15m/hopper-stand/<method>/seed<k>/`` (``eval.csv``,
+``summary.json``, ``train_log.csv``); ``tests/test_docs_blocks.py`` checks the blocks against a regeneration.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from docblocks import ROOT, write_block  # noqa: E402
+
+RESULTS = ROOT / "results" / "hopper_15m" / "hopper-stand"
+FIGURE = ROOT / "docs" / "img" / "hopper_15m.png"
+DECODER_FIGURE = ROOT / "docs" / "img" / "hopper_decoder.png"
+RESULTS_MD, README = ROOT / "docs" / "results.md", ROOT / "README.md"
+METHODS = {"gorl_flow": "GoRL (flow)", "ppo_gaussian": "Gaussian PPO", "gorl_diffusion": "GoRL (diffusion)",
+           "fpo": "FPO"}
+COLORS = {"gorl_flow": "tab:blue", "ppo_gaussian": "tab:orange", "gorl_diffusion": "tab:green", "fpo": "tab:red"}
+#: the paper's hopper-stand curves at 15M encoder env steps, read off its figure (+-30; shared/reference/paper-results.md)
+PAPER_15M = {"gorl_flow": 80, "gorl_diffusion": 35, "fpo": 15, "ppo_gaussian": 30}
+MARKS = (3e6, 7.5e6, 15e6)
+SEEDS_PLANNED = 3
+
+
+def load(method: str) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
+    """``{seed: (eval.csv columns as arrays, summary.json)}`` of the finished runs of ``method``."""
+    runs = {}
+    for summary_path in sorted((RESULTS / method).glob("seed*/summary.json")):
+        with open(summary_path.parent / "eval.csv") as f:
+            rows = list(csv.DictReader(f))
+        columns = {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+        runs[int(summary_path.parent.name.removeprefix("seed"))] = (columns, json.loads(summary_path.read_text()))
+    return runs
+
+
+def value_at(columns: dict[str, np.ndarray], steps: float) -> float:
+    """Return of the last evaluation at or before ``steps`` env steps (decoder data counted); NaN past the run."""
+    x = columns["frames_total"]
+    i = np.searchsorted(x, steps, side="right") - 1
+    return float(columns["return_mean"][i]) if i >= 0 and steps <= x[-1] else float("nan")
+
+
+def spread(values: list[float]) -> str:
+    """``mean +- sd (n=k)``; sd over seeds with ddof=1."""
+    values = [v for v in values if not np.isnan(v)]
+    if not values:
+        return "n/a"
+    sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.0f} ± {sd:.0f} (n={len(values)})"
+
+
+def table() -> str:
+    header = ("| method | 3M | 7.5M | 15M | final, fresh episodes | best evaluation | training wall-clock (h) | "
+              "paper at 15M |\n|---|---|---|---|---|---|---|---|")
+    lines = [header]
+    for method, label in METHODS.items():
+        runs = load(method)
+        if not runs:
+            continue
+        at = [spread([value_at(c, m) for c, _ in runs.values()]) for m in MARKS]
+        final = spread([s["final_return"] for _, s in runs.values()])
+        best = spread([s["best_eval_return"] for _, s in runs.values()])
+        hours = [s["wall_time_train_s"] / 3600 for _, s in runs.values()]
+        lines.append(f"| {label} | {' | '.join(at)} | {final} | {best} | {min(hours):.2f}-{max(hours):.2f} | "
+                     f"{PAPER_15M[method]} |")
+    return "\n".join(lines)
+
+
+def verdict() -> str:
+    """One sentence: GoRL (flow) against Gaussian PPO at 15M env steps, with n, spread and whether the difference
+    exceeds it (mean +- sd intervals that do not overlap)."""
+    gorl, ppo = load("gorl_flow"), load("ppo_gaussian")
+    if not gorl or not ppo:
+        return "The hopper-stand runs at 15M env steps are not finished yet."
+    a = [value_at(c, 15e6) for c, _ in gorl.values()]
+    b = [value_at(c, 15e6) for c, _ in ppo.values()]
+    (ma, sa), (mb, sb) = ((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0) for v in (a, b))
+    wins = sum(x > y for x, y in zip(a, b))
+    ahead = "ahead of" if ma > mb else "behind"
+    exceeds = abs(ma - mb) > sa + sb
+    unfinished = (f" Preliminary: {len(a)} and {len(b)} of {SEEDS_PLANNED} seeds are finished."
+                  if min(len(a), len(b)) < SEEDS_PLANNED else "")
+    return (f"On hopper-stand at 15M env steps (decoder data counted), GoRL (flow) scores {ma:.0f} ± {sa:.0f} and "
+            f"Gaussian PPO {mb:.0f} ± {sb:.0f} (mean ± sd over seeds, n={len(a)} and n={len(b)}): GoRL is {ahead} "
+            f"Gaussian PPO by {abs(ma - mb):.0f}, {'more' if exceeds else 'less'} than the spread over seeds "
+            f"(the sum of the two sds, {sa + sb:.0f}), and ahead in {wins} of {min(len(a), len(b))} paired seeds."
+            + unfinished)
+
+
+def latent_std(method: str, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Env steps and the latent policy's mean std per PPO iteration (``train_log.csv``), if exported."""
+    path = RESULTS / method / f"seed{seed}" / "train_log.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return (np.array([float(r["frames_total"]) for r in rows]),
+            np.array([float(r["latent_scale_mean"]) for r in rows]))
+
+
+def why(method: str = "gorl_flow") -> str:
+    """Per seed and stage of the GoRL runs: the first evaluation (the fresh encoder on the refit decoder) and its
+    drop from the previous stage's best, the best evaluation, the validation loss of the refit that made the
+    stage's decoder, and the latent std at the stage's end."""
+    lines = ["| seed | stage | first evaluation (drop from the previous stage's best) | best evaluation | "
+             "refit validation loss of its decoder | latent std at the end |", "|---|---|---|---|---|---|"]
+    for seed, (columns, summary) in sorted(load(method).items()):
+        refits = {r["stage"]: r for r in summary["refits"]}
+        stds = latent_std(method, seed)
+        previous_best = None
+        for stage in sorted(set(columns["stage"].astype(int))):
+            inside = columns["stage"] == stage
+            returns, steps = columns["return_mean"][inside], columns["frames_total"][inside]
+            first = f"{returns[0]:.0f}" + ("" if previous_best is None else f" ({returns[0] - previous_best:+.0f})")
+            refit = refits.get(stage - 1)
+            loss = "identity" if stage == 0 else (f"{refit['best_val_loss']:.3f}" if refit else "n/a")
+            std = "n/a"
+            if stds is not None:
+                in_stage = (stds[0] > steps[0]) & (stds[0] <= steps[-1])
+                std = f"{stds[1][in_stage][-1]:.2f}" if in_stage.any() else "n/a"
+            lines.append(f"| {seed} | {stage} | {first} | {returns.max():.0f} | {loss} | {std} |")
+            previous_best = returns.max()
+    return "\n".join(lines)
+
+
+def blocks() -> dict[tuple[pathlib.Path, str], str]:
+    """Every generated block this script owns, by (file, name)."""
+    sentence = verdict()
+    return {(RESULTS_MD, "hopper-15m-verdict"): sentence, (README, "hopper-15m-verdict"): sentence,
+            (RESULTS_MD, "hopper-15m-table"): table(), (RESULTS_MD, "hopper-15m-why"): why()}
+
+
+def plot(path: pathlib.Path = FIGURE) -> None:
+    """Return against env steps (mean and seeds, the paper's 15M points marked) and against training wall-clock."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (steps_ax, clock_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, label in METHODS.items():
+        runs = load(method)
+        if not runs:
+            continue
+        color = COLORS[method]
+        for columns, _ in runs.values():
+            steps_ax.plot(columns["frames_total"] / 1e6, columns["return_mean"], color=color, lw=0.7, alpha=0.4)
+            clock_ax.plot(columns["wall_time_train_s"] / 3600, columns["return_mean"], color=color, lw=0.9, alpha=0.7)
+        length = min(len(c["frames_total"]) for c, _ in runs.values())
+        mean = np.mean([c["return_mean"][:length] for c, _ in runs.values()], axis=0)
+        x = next(iter(runs.values()))[0]["frames_total"][:length] / 1e6
+        steps_ax.plot(x, mean, color=color, lw=2, label=f"{label} (n={len(runs)})")
+        steps_ax.plot([15], [PAPER_15M[method]], marker="*", ms=12, color=color, mec="black", ls="none")
+    steps_ax.plot([], [], marker="*", ms=10, color="white", mec="black", ls="none", label="paper at 15M")
+    steps_ax.set_xlabel("env steps, millions (encoder PPO + decoder data)")
+    clock_ax.set_xlabel("training wall-clock, hours (2 CPU cores, evaluations excluded)")
+    for ax in (steps_ax, clock_ax):
+        ax.set_ylabel("eval return (deterministic, 1000 steps)")
+        ax.grid(alpha=0.3)
+    steps_ax.legend(fontsize=8)
+    steps_ax.set_title("hopper-stand: mean (thick) and seeds (thin)")
+    clock_ax.set_title("hopper-stand: seeds against wall-clock")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report() -> None:
+    for (path, name), body in blocks().items():
+        if write_block(path, name, body):
+            print(f"updated {path.relative_to(ROOT)}: {name}")
+    plot()
+    print(f"wrote {FIGURE.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("report", help="the figure and the generated blocks from results/hopper_15m")
+    decoder = sub.add_parser("decoder", help="decoded actions against the Gaussian policy's, from final checkpoints")
+    decoder.add_argument("gorl_run")
+    decoder.add_argument("ppo_run")
+    args = parser.parse_args()
+    if args.command == "report":
+        report()
+    else:
+        from hopper_decoder import plot_decoder  # needs the runs' checkpoints (outputs/, not committed)
+
+        plot_decoder(pathlib.Path(args.gorl_run), pathlib.Path(args.ppo_run), DECODER_FIGURE)
+
+
+if __name__ == "__main__":
+    main()
