@@ -313,6 +313,10 @@ def test_read_only_checkpoint_dir_fails_at_start_up_naming_the_key(tmp_path, tmp
     assert result.returncode != 0
     assert "config key checkpoint.dir: cannot write to" in result.stderr and "Read-only file system" in result.stderr
     assert "eval return" not in result.stderr  # before any compute
+    # the run directory itself: hydra cannot create it, and says so, naming it, before the run starts
+    result = _run(read_only / "run")
+    assert result.returncode != 0
+    assert f"Read-only file system: '{read_only / 'run'}'" in result.stderr and "eval return" not in result.stderr
 
 
 def test_full_disk_fails_at_the_next_checkpoint_with_the_previous_one_intact(tmp_path, tmpfs):
