@@ -18,7 +18,7 @@ def read_block(path: pathlib.Path, name: str) -> str:
     start, end = markers(name)
     text = path.read_text()
     if text.count(start) != 1 or text.count(end) != 1:
-        raise ValueError(f"{path.relative_to(ROOT)} must hold {start} and {end} once each")
+        raise ValueError(f"{path} must hold {start} and {end} once each")
     return text.split(start, 1)[1].split(end, 1)[0].strip("\n")
 
 

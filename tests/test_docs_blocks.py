@@ -1,0 +1,85 @@
+"""Numbers in the docs live in generated blocks: each block equals what its script rebuilds from the saved runs, and
+the scripts compute what the docs say they do."""
+import csv
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import docblocks  # noqa: E402
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    return _module("hopper_15m")
+
+
+def test_every_generated_block_equals_its_regeneration(hopper):
+    for (path, name), body in hopper.blocks().items():
+        assert docblocks.read_block(path, name) == body, (
+            f"{path.relative_to(ROOT)}: block {name} is stale; run python benchmarks/hopper_15m.py report")
+
+
+def test_write_block_replaces_only_the_block(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("before\n<!-- gen:x -->\nold\n<!-- /gen:x -->\nafter\n")
+    assert docblocks.write_block(doc, "x", "new $1 \\1 text")  # no regex escapes in the body
+    assert doc.read_text() == "before\n<!-- gen:x -->\nnew $1 \\1 text\n<!-- /gen:x -->\nafter\n"
+    assert not docblocks.write_block(doc, "x", "new $1 \\1 text")
+    with pytest.raises(ValueError, match="must hold <!-- gen:y -->"):
+        docblocks.read_block(doc, "y")
+
+
+def _write_run(root: pathlib.Path, method: str, seed: int, returns: list[tuple[int, float, float]],
+               refits=(), std=None) -> None:
+    """A saved run: eval rows (stage, env steps, return), a summary and, optionally, the latent std log."""
+    run = root / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    with open(run / "eval.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["stage", "frames_total", "wall_time_train_s", "return_mean"])
+        writer.writerows([[stage, steps, steps / 4000, value] for stage, steps, value in returns])
+    summary = {"final_return": returns[-1][2] + 1, "best_eval_return": max(r[2] for r in returns),
+               "wall_time_train_s": 3600.0 * seed, "refits": list(refits)}
+    (run / "summary.json").write_text(json.dumps(summary))
+    if std is not None:
+        with open(run / "train_log.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["frames_total", "latent_scale_mean"], *std])
+
+
+def test_hopper_report_reads_the_runs(hopper, tmp_path, monkeypatch):
+    monkeypatch.setattr(hopper, "RESULTS", tmp_path)
+    assert hopper.verdict() == "The hopper-stand runs at 15M env steps are not finished yet."
+    for seed, (a, b) in enumerate([(100, 10), (200, 20), (300, 30)], start=1):
+        gorl = [(0, 0, 1.0), (0, 5_000_000, 50.0), (1, 7_000_000, a / 2), (1, 15_120_000, float(a))]
+        _write_run(tmp_path, "gorl_flow", seed, gorl, refits=[{"stage": 0, "best_val_loss": 0.25}],
+                   std=[[1_000_000, 0.9], [4_900_000, 0.5], [7_500_000, 0.8]])
+        _write_run(tmp_path, "ppo_gaussian", seed, [(0, 0, 1.0), (0, 8_000_000, b / 2), (0, 15_120_000, float(b))])
+    # the last evaluation at or before a budget (at 15M: the one at 7M, a / 2); past a run's end: NaN
+    columns = hopper.load("gorl_flow")[3][0]
+    assert hopper.value_at(columns, 15e6) == 150.0 and hopper.value_at(columns, 3e6) == 1.0
+    assert math.isnan(hopper.value_at(columns, 16e6))
+    table = hopper.table()
+    assert "| GoRL (flow) | 1 ± 0 (n=3) | 100 ± 50 (n=3) | 100 ± 50 (n=3) | 201 ± 100 (n=3) | 200 ± 100 (n=3) | " \
+           "1.00-3.00 | 80 |" in table
+    assert "| Gaussian PPO | 1 ± 0 (n=3) | 1 ± 0 (n=3) | 10 ± 5 (n=3) |" in table
+    sentence = hopper.verdict()
+    assert "GoRL (flow) scores 100 ± 50 and Gaussian PPO 10 ± 5" in sentence
+    assert "GoRL is ahead of Gaussian PPO by 90, more than the spread over seeds (the sum of the two sds, 55)" in sentence
+    assert "ahead in 3 of 3 paired seeds" in sentence and "Preliminary" not in sentence
+    why = hopper.why().splitlines()
+    assert why[2] == "| 1 | 0 | 1 | 50 | identity | 0.50 |"
+    assert why[3] == "| 1 | 1 | 50 (+0) | 100 | 0.250 | 0.80 |"
