@@ -129,7 +129,7 @@ def training_fps(task: str, backend: str, iterations: int) -> float:
     actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
     decoder = U.make_decoder(cfg, obs_dim, act_dim, device)  # a trained-size decoder: 10 Euler steps
     collector = U.make_collector(cfg, task, make_gorl_policy(actor, decoder), device)
-    ppo = U.PPOUpdate(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
+    ppo = U.make_ppo_update(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
     batches = iter(collector)
     frames, start = 0, None
     for i in range(iterations + 1):

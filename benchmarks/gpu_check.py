@@ -190,7 +190,7 @@ def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps:
     data = next(iter(collector)).reshape(num_envs, steps)
     collector.shutdown(close_env=env is None)
     data = torch.cat([data] * math.ceil(1000 / steps), dim=1)[:, :1000].contiguous()
-    ppo = U.PPOUpdate(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
+    ppo = U.make_ppo_update(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
     ppo.update(data[: max(1, num_envs // 8)].clone())  # warm-up (allocator, kernels) on a slice
     _sync(device)
     start = time.perf_counter()

@@ -87,10 +87,11 @@ def verdict() -> str:
     gorl, ppo = load("gorl_flow"), load("ppo_gaussian")
     if not gorl or not ppo:
         return "The hopper-stand runs at 15M env steps are not finished yet."
-    a = [value_at(c, 15e6) for c, _ in gorl.values()]
-    b = [value_at(c, 15e6) for c, _ in ppo.values()]
+    at = {name: {seed: value_at(c, 15e6) for seed, (c, _) in runs.items()} for name, runs in (("a", gorl), ("b", ppo))}
+    a, b = list(at["a"].values()), list(at["b"].values())
     (ma, sa), (mb, sb) = ((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0) for v in (a, b))
-    wins = sum(x > y for x, y in zip(a, b))
+    paired = sorted(at["a"].keys() & at["b"].keys())  # the same seed of both methods
+    wins = sum(at["a"][seed] > at["b"][seed] for seed in paired)
     ahead = "ahead of" if ma > mb else "behind"
     exceeds = abs(ma - mb) > sa + sb
     unfinished = (f" Preliminary: {len(a)} and {len(b)} of {SEEDS_PLANNED} seeds are finished."
@@ -98,7 +99,7 @@ def verdict() -> str:
     return (f"On hopper-stand at 15M env steps (decoder data counted), GoRL (flow) scores {ma:.0f} ± {sa:.0f} and "
             f"Gaussian PPO {mb:.0f} ± {sb:.0f} (mean ± sd over seeds, n={len(a)} and n={len(b)}): GoRL is {ahead} "
             f"Gaussian PPO by {abs(ma - mb):.0f}, {'more' if exceeds else 'less'} than the spread over seeds "
-            f"(the sum of the two sds, {sa + sb:.0f}), and ahead in {wins} of {min(len(a), len(b))} paired seeds."
+            f"(the sum of the two sds, {sa + sb:.0f}), and ahead in {wins} of {len(paired)} paired seeds."
             + unfinished)
 
 

@@ -123,8 +123,9 @@ def unfinished(run_dir: pathlib.Path) -> bool:
 def prepare(run_dir: pathlib.Path, action: str) -> None:
     """A fresh run replaces the old one's CSV logs, so that ``status`` counts the new run's steps only."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    if action == "fresh":
-        shutil.rmtree(run_dir / "logs", ignore_errors=True)
+    if action == "fresh":  # the old run's logs and checkpoints (a fresh run refuses to mix with them)
+        for part in ("logs", "checkpoints"):
+            shutil.rmtree(run_dir / part, ignore_errors=True)
 
 
 def run_one(task: str, method: str, seed: int, preset: str, overrides: list[str], rerun: bool = False) -> str:

@@ -104,7 +104,7 @@ class Loop:
         actor, critic, self.norm = U.make_encoder(self.cfg, obs_dim, act_dim, self.device)
         decoder = U.make_decoder(self.cfg, obs_dim, act_dim, self.device)  # random weights: the full 10-step cost
         self.collector = U.make_collector(self.cfg, task, make_gorl_policy(actor, decoder), self.device)
-        self.ppo = U.PPOUpdate(self.cfg, actor, critic, U.resolve_gamma(self.cfg), self.device, self.norm)
+        self.ppo = U.make_ppo_update(self.cfg, actor, critic, U.resolve_gamma(self.cfg), self.device, self.norm)
         self.batches = iter(self.collector)
         self.seed = 0
         start = time.perf_counter()

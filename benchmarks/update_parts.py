@@ -37,6 +37,8 @@ import torch
 
 from train_throughput import Loop, matmul_gflops
 
+from torchrl_gorl.training.ppo_update import _minibatch_guards, _own_code
+
 
 def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200) -> float:
     cells = list(cfg.encoder.critic_num_cells)
@@ -57,17 +59,17 @@ def critic_gflops(cfg, obs_dim: int, rows: int, compiled: bool, reps: int = 200)
     return flops * reps / (time.perf_counter() - start) / 1e9
 
 
-def compare_variants(U, ppo, data, rounds: int = 12) -> None:
+def compare_variants(U, cfg, ppo, data, rounds: int = 12) -> None:
     """(d): the standard step's update against variants of how it runs, from the same state every time."""
     modules = [ppo.actor, ppo.critic]
     state = (copy.deepcopy([m.state_dict() for m in modules]), copy.deepcopy(ppo.optimizer.state_dict()),
              ppo.permutation, torch.get_rng_state())
 
     # ppo.compile_step: another PPOUpdate on the same actor and critic (its losses call them directly)
-    one_graph_cfg = copy.deepcopy(ppo.cfg)
+    one_graph_cfg = copy.deepcopy(cfg)
     one_graph_cfg.ppo.compile_step = True
-    one_graph = U.PPOUpdate(one_graph_cfg, ppo.actor, ppo.critic, U.resolve_gamma(ppo.cfg), ppo.device,
-                            ppo.observation_norm)
+    one_graph = U.make_ppo_update(one_graph_cfg, ppo.actor, ppo.critic, U.resolve_gamma(cfg), ppo.device,
+                                  ppo.observation_norm)
 
     def restore(update) -> None:
         for module, weights in zip(modules, state[0]):
@@ -89,8 +91,8 @@ def compare_variants(U, ppo, data, rounds: int = 12) -> None:
         return compiled_clip_and_adam()
 
     standard = (ppo.minibatch_losses, ppo.step)
-    cpp_wrapper = torch.compile(U._own_code(ppo._minibatch_losses), backend=ppo.cfg.ppo.compile_backend, dynamic=False,
-                                options={"guard_filter_fn": U._minibatch_guards, "cpp_wrapper": True})
+    cpp_wrapper = torch.compile(_own_code(ppo._minibatch_losses), backend=ppo.compile_backend, dynamic=False,
+                                options={"guard_filter_fn": _minibatch_guards, "cpp_wrapper": True})
     variants = {"standard step": (ppo, standard), "losses with cpp_wrapper": (ppo, (cpp_wrapper, ppo.step)),
                 "clip and Adam compiled": (ppo, (ppo.minibatch_losses, compiled_step)),
                 "ppo.compile_step": (one_graph, None)}
@@ -128,7 +130,7 @@ def main() -> None:
     loop.close()
     torch.set_num_threads(cfg.ppo.num_threads or torch.get_num_threads())
     if "--ab" in sys.argv[1:]:
-        compare_variants(loop.U, ppo, data)
+        compare_variants(loop.U, cfg, ppo, data)
         return
     parts = ["gae", "gather", "forward", "backward", "clip", "adam", "metrics"]
     for repeat in range(3):  # the box is shared: three updates show the spread

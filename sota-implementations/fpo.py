@@ -17,7 +17,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_flow_policy, make_flow_policy_loss, PPOUpdate, setup
+from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_flow_policy, make_flow_policy_loss, make_ppo_update, setup
 
 
 def train_flow_policy(cfg: DictConfig, method: str) -> dict:
@@ -35,7 +35,7 @@ def train_flow_policy(cfg: DictConfig, method: str) -> dict:
 
     # ---------------------------------------------------------------- loss: FPOLoss or DPPOLoss
     loss = make_flow_policy_loss(cfg, policy, critic, method=method)
-    ppo = PPOUpdate(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
+    ppo = make_ppo_update(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
     run = EncoderRun(cfg, algo=method.upper(), title=f"{method.upper()} {task}, seed {cfg.env.seed}", task=task,

@@ -30,8 +30,8 @@ from utils_gorl import (
     env_dims,
     iterations_per_stage,
     log,
-    PPOUpdate,
     make_collector,
+    make_ppo_update,
     make_eval_env,
     make_decoder,
     make_decoder_loss,
@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> dict:
     eval_env = make_eval_env(cfg, task, device)
 
     # ---------------------------------------------------------------- losses
-    ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
+    ppo = make_ppo_update(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
     run = EncoderRun(cfg, algo="GoRL", title=f"GoRL ({cfg.decoder.type}) {task}, seed {seed}", task=task,

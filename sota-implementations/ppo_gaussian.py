@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_encoder, PPOUpdate, setup
+from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_encoder, make_ppo_update, setup
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> dict:
     eval_env = make_eval_env(cfg, task, device)
 
     # ---------------------------------------------------------------- loss
-    ppo = PPOUpdate(cfg, actor, critic, gamma, device, observation_norm)
+    ppo = make_ppo_update(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
     run = EncoderRun(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,

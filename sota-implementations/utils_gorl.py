@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import pathlib
+import math
+import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
-import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,10 @@ import torch
 import tqdm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.checkpoint import CheckpointError, GlobalRNGState
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, EnvCreator
-from torchrl.objectives.value import GAE
 from torchrl.record.loggers import generate_exp_name, get_logger
 
 from torchrl_gorl import (
@@ -53,12 +53,15 @@ from torchrl_gorl.collectors import (POLICY_COMPILE, MonitoredMultiSyncCollector
                                      SeededCollector)
 from torchrl_gorl.envs import default_gamma, EPISODE_LENGTH, make_env, make_single_env, resolve_task, task_id
 from torchrl_gorl.envs.dm_control import BACKENDS as ENV_BACKENDS
-from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available, resolve_playground_task
+from torchrl_gorl.envs.playground import INSTALL_HINT, PLAYGROUND_IMPLS, playground_available
+from torchrl_gorl.envs.tasks import resolve_playground_task
 from torchrl_gorl.training import (
+    PPOUpdate,
     atomic_write_bytes,
     atomic_write_text,
     check_writable,
     evaluate_policy,
+    latest_checkpoint,
     load_checkpoint,
     remove_temporary_files,
     save_checkpoint,
@@ -395,6 +398,14 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
             saved = {**load_checkpoint(path), "path": path}
         except (CheckpointError, FileNotFoundError) as error:
             raise ValueError(f"config key checkpoint.resume: {error}") from None
+    existing = latest_checkpoint(cfg.checkpoint.dir) if pathlib.Path(cfg.checkpoint.dir).is_dir() else None
+    if existing is not None and (saved is None or (pathlib.Path(saved["path"]).is_file()
+                                                   and existing.resolve() != pathlib.Path(saved["path"]).resolve())):
+        # its newer files would outrank (and the rotation would delete) every checkpoint this run writes
+        raise ValueError(f"config key checkpoint.dir: {str(pathlib.Path(cfg.checkpoint.dir).resolve())!r} holds "
+                         f"checkpoints up to {existing.name}, of an earlier run or a later point of this one: resume "
+                         f"the latest with checkpoint.resume={existing.parent.resolve()}, or give this run another "
+                         "checkpoint.dir (or hydra.run.dir).")
     # outputs: fail now, not at the first checkpoint an hour in; and clear what a killed run's writes left
     check_writable(pathlib.Path.cwd(), "the run directory (hydra.run.dir)")
     check_writable(cfg.checkpoint.dir, "config key checkpoint.dir")
@@ -651,310 +662,30 @@ def batch_seed(base: int, stage: int, index: int, kind: int) -> int:
 
 
 # --------------------------------------------------------------------------- PPO
-class PPOUpdate:
-    """The PPO update of every script: TorchRL's GAE (recomputed each epoch with the current critic), a
-    PPO-family loss, one Adam over actor and critic and a joint global-norm gradient clip, as the reference.
+def make_ppo_update(cfg: DictConfig, actor, critic, gamma: float, device: torch.device,
+                    observation_norm: ObservationNormalizer | None = None, loss=None) -> PPOUpdate:
+    """The library's :class:`~torchrl_gorl.training.PPOUpdate` from the ``ppo`` section and stage 0's values.
 
-    By default the loss is TorchRL's ``ClipPPOLoss`` on the latent plus the latent regulariser (GoRL,
-    Gaussian PPO); ``loss`` swaps in another ``ClipPPOLoss`` subclass (FPO, DPPO), without regulariser.
+    By default the loss is TorchRL's ``ClipPPOLoss`` on the latent plus the latent regulariser (GoRL, Gaussian PPO);
+    ``loss`` swaps in another ``ClipPPOLoss`` subclass (FPO, DPPO), without regulariser.
     """
-
-    def __init__(self, cfg: DictConfig, actor, critic, gamma: float, device: torch.device,
-                 observation_norm: ObservationNormalizer | None = None, loss=None) -> None:
-        self.cfg = cfg
-        self.actor, self.critic, self.observation_norm = actor, critic, observation_norm
-        # values come from `critic_values` (one critic pass per batch, not two): GAE only reads them.
-        # vectorized: TorchRL 0.14.1's default (None) runs a Python loop over time steps, ~15x slower
-        self.gae = GAE(gamma=gamma, lmbda=cfg.ppo.gae_lambda, value_network=None, average_gae=False,
-                       vectorized=True, device=device)
-        self.prior = None
-        # ppo.compile_step: TorchRL's losses call the actor and critic modules themselves (functional=False), so that
-        # torch.func.functional_call on them reaches the losses (see `_one_graph_step`)
-        functional = not cfg.ppo.compile_step
-        if loss is None:
-            loss = make_latent_ppo_loss(
-                actor,
-                critic,
-                clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0),
-                entropy_coeff=cfg.ppo.entropy_coeff,
-                critic_coeff=cfg.ppo.critic_coeff,
-                loss_critic_type=cfg.ppo.loss_critic_type,
-                normalize_advantage=cfg.ppo.normalize_advantage,
-                functional=functional,
-            )
-            self.prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0),
-                                         mode=cfg.ppo.latent_prior, functional=functional)
-        elif not functional:
-            raise ValueError(f"config key ppo.compile_step=true supports the latent PPO loss of gorl_ppo.py and "
-                             f"ppo_gaussian.py only, not {type(loss).__name__}.")
-        self.loss = loss
-        # torch.compile of the minibatch losses (autograd then runs their compiled backward): on CPU a 500-row
-        # minibatch is mostly Python, TensorDict and dispatch overhead, which compiling cuts by about 40%
-        # (docs/performance.md); compiled once per run (shapes are fixed, stage values live in tensors), and only
-        # the guards on the minibatch's tensors are checked per call (see `_minibatch_guards`); with ppo.compile_step
-        # the losses are compiled into the one-graph step instead
-        self.minibatch_losses = self._minibatch_losses
-        if cfg.ppo.compile and not cfg.ppo.compile_step:
-            self.minibatch_losses = torch.compile(_own_code(self._minibatch_losses), backend=cfg.ppo.compile_backend,
-                                                  dynamic=False, options={"guard_filter_fn": _minibatch_guards})
-        self.params = [*actor.parameters(), *critic.parameters()]
-        self.optimizer = self._adam()
-        self.max_grad_norm = stage_value(cfg.schedule.max_grad_norm, 0)
-        self.one_graph_step = None
-        if cfg.ppo.compile_step:
-            self.networks = _Networks(actor, critic, self._minibatch_losses)
-            # constants of the graph, read here: reading the optimiser inside it would guard on the optimiser object,
-            # which reset_optimizer replaces every stage (a recompile each time)
-            adam = self.optimizer.defaults  # the values reset_optimizer's Adam gets too
-            self.adam_hparams = (adam["lr"], adam["betas"], adam["eps"])
-            self.max_grad_norm_tensor = torch.tensor(float(self.max_grad_norm), device=device)  # no recompile per stage
-            self.one_graph_step = torch.compile(_own_code(self._one_graph_step), backend=cfg.ppo.compile_backend,
-                                                dynamic=False, fullgraph=True,
-                                                options={"guard_filter_fn": _minibatch_guards})
-        # what the losses read (their in_keys, advantages, targets, and the masks TorchRL's losses look for):
-        # minibatches are gathered from these keys only, 10 of the batch's 25
-        keys = loss.tensor_keys
-        self.minibatch_keys = list(dict.fromkeys([*loss.in_keys, keys.advantage, keys.value_target, keys.value,
-                                                  *loss._loss_mask_keys(),
-                                                  *(self.prior.in_keys if self.prior is not None else ())]))
-        self.minibatch_size = frames_per_iteration(cfg) // cfg.ppo.num_minibatches
-        self.device = device
-        self.permutation: torch.Tensor | None = None  # the next epoch's row order, drawn ahead (see minibatches)
-
-    def set_stage(self, hparams: dict[str, float]) -> None:
-        self.loss.clip_epsilon.fill_(hparams["clip_epsilon"])
-        if self.prior is not None:
-            self.prior.coeff.fill_(hparams["latent_prior_coeff"])
-        self.max_grad_norm = hparams["max_grad_norm"]
-        if self.one_graph_step is not None:
-            self.max_grad_norm_tensor.fill_(hparams["max_grad_norm"])
-
-    def reset_optimizer(self) -> None:
-        self.optimizer = self._adam()
-
-    def _adam(self) -> torch.optim.Adam:
-        # fused: one kernel for all parameters, 4x faster than foreach on 2 CPU cores (benchmarks/train_throughput.py)
-        return torch.optim.Adam(self.params, lr=self.cfg.ppo.lr, fused=True)
-
-    @torch.no_grad()
-    def critic_values(self, data: TensorDictBase) -> TensorDictBase:
-        """Writes the critic's ``"state_value"`` and ``("next", "state_value")`` into a ``[..., T]`` batch.
-
-        TorchRL's GAE calls the critic on every observation and every next observation. Inside a trajectory the
-        next observation is the following step's observation, so its value is read from the same pass; the critic
-        runs again only where the next observation is not the following row: after a done (truncation included)
-        and at the last step of the batch. That halves the evaluation cost of GAE with the same values.
-        """
-        in_keys, key = self.critic.in_keys, self.gae.tensor_keys.value
-        value = self.critic(data.select(*in_keys)).get(key)
-        fresh = data.get(("next", "done")).squeeze(-1).clone()
-        fresh[..., -1] = True
-        next_value = torch.cat([value[..., 1:, :], value[..., -1:, :]], dim=-2)
-        next_value[fresh] = self.critic(data.get("next").select(*in_keys)[fresh]).get(key)
-        data.set(key, value)
-        data.set(("next", key), next_value)
-        return data
-
-    def gae_(self, data: TensorDictBase) -> TensorDictBase:
-        """GAE advantages and value targets of a ``[..., T]`` batch under the current critic, in place."""
-        return self.gae(self.critic_values(data))
-
-    def update(self, data: TensorDictBase) -> dict[str, float]:
-        """PPO epochs on one batch ``[num_envs, T]``; rewards are scaled here, the env's stay raw.
-
-        Collection and update never overlap, so the update may use more intra-op threads
-        (``ppo.num_threads``) than the tiny per-step policy calls of collection (``num_threads``).
-        """
-        collect_threads = torch.get_num_threads()
-        if self.cfg.ppo.num_threads:
-            torch.set_num_threads(self.cfg.ppo.num_threads)
-        try:
-            return self._update(data)
-        finally:
-            torch.set_num_threads(collect_threads)
-
-    def _update(self, data: TensorDictBase) -> dict[str, float]:
-        data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
-        totals: dict[str, torch.Tensor] = {}
-        count = 0
-        if self.one_graph_step is not None:  # aliases of the parameters and Adam's state: updated in place
-            weights = {name: p.detach() for name, p in self.networks.named_parameters()}
-            moments = self._adam_moments()
-        for _ in range(self.cfg.ppo.epochs):
-            self.gae_(data)  # recomputed every epoch with the current critic
-            rows = data.select(*self.minibatch_keys, strict=False).reshape(-1)
-            for batch in self.minibatches(rows):
-                if self.one_graph_step is not None:
-                    losses, metrics = self.one_graph_step(weights, moments, batch.to_dict(), batch.batch_size,
-                                                          self.max_grad_norm_tensor)
-                else:
-                    losses, metrics = self.minibatch_losses(batch)
-                    metrics["grad_norm"] = self.step(sum(losses.values()))
-                metrics.update(losses)
-                for key, value in metrics.items():  # summed on the device: no host sync per minibatch
-                    totals[key] = totals.get(key, 0.0) + value.detach().mean()
-                count += 1
-        return {f"train/{k}": float(v) / count for k, v in totals.items()}
-
-    def step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on a minibatch's loss: its gradients, the joint global-norm clip and Adam. Returns the
-        gradient norm before clipping.
-
-        Runs eagerly, outside the compiled losses: the clip and the fused Adam step compiled as a graph of their own
-        made the update slower on 2 CPU cores (``benchmarks/update_parts.py --ab``). ``ppo.compile_step`` instead
-        compiles them into one graph with the losses and their gradients (:meth:`_one_graph_step`).
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
-        return grad_norm
-
-    def _one_graph_step(self, weights: dict[str, torch.Tensor], moments: dict[str, tuple[torch.Tensor, ...]],
-                        tensors: dict[str, Any], batch_size: torch.Size, max_grad_norm: torch.Tensor):
-        """``ppo.compile_step``: the whole minibatch step as one function, compiled into one graph: the losses, their
-        gradients (``torch.func.grad`` through TorchRL's losses), the joint global-norm clip and Adam, which update
-        ``weights`` (aliases of the parameters) and ``moments`` (the optimiser's state) in place.
-
-        The same arithmetic as :meth:`step` with ``clip_grad_norm_`` and ``torch.optim.Adam`` (:func:`clip_and_adam_`;
-        float rounding aside: the fused Adam kernel and inductor's kernels round differently, and the bias corrections
-        use the float32 step count, as Adam's ``capturable`` path), with one graph call per minibatch instead
-        of the compiled losses' forward and backward, the autograd engine, the clip and ``Optimizer.step``
-        (``benchmarks/minibatch_step.py`` measured the structure on a plain-torch sketch). The minibatch comes in
-        as plain tensors (TensorDict's functorch hooks cannot be traced) and is rebuilt inside.
-        """
-        def total_loss(weights):
-            losses, metrics = torch.func.functional_call(self.networks, weights, (tensors, batch_size),
-                                                         tie_weights=False)
-            return sum(losses.values()), (losses, metrics)
-
-        grads, (losses, metrics) = torch.func.grad(total_loss, has_aux=True)(weights)
-        metrics["grad_norm"] = clip_and_adam_(weights, grads, moments, max_grad_norm, *self.adam_hparams)
-        return losses, metrics
-
-    def _adam_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The optimiser's state per parameter name, created as ``torch.optim.Adam`` does on its first step: the
-        compiled step updates it, so checkpoints and :meth:`reset_optimizer` work as with :meth:`step`."""
-        moments = {}
-        for name, param in self.networks.named_parameters():
-            state = self.optimizer.state[param]
-            if not state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=param.device)
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            moments[name] = (state["step"], state["exp_avg"], state["exp_avg_sq"])
-        return moments
-
-    def minibatches(self, rows: TensorDictBase) -> Iterator[TensorDictBase]:
-        """One epoch's minibatches of ``rows`` (flat): a random permutation of the rows, split in minibatches of
-        ``frames per iteration / ppo.num_minibatches`` rows (a smaller batch gets fewer of the same size).
-
-        The rows are indexed directly rather than through a TorchRL replay buffer (its storage copy and sampling
-        cost a tenth of a 500-row minibatch on CPU), with the RNG stream of TorchRL's ``SamplerWithoutReplacement``,
-        which draws the next permutation when the last minibatch of an epoch is taken. The epoch is gathered once
-        and split into views: one index per key and epoch instead of one per minibatch, the same values.
-        """
-        num_rows = rows.numel()
-        permutation = self.permutation
-        if permutation is None or permutation.numel() != num_rows:
-            permutation = torch.randperm(num_rows, device=self.device)
-        chunks = rows[permutation].split(self.minibatch_size)
-        for i, batch in enumerate(chunks):
-            if i == len(chunks) - 1:
-                self.permutation = torch.randperm(num_rows, device=self.device)
-            yield batch
-
-    def _minibatch_losses(self, batch: TensorDictBase) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The loss terms (``loss_*``) and the other outputs of one minibatch."""
-        out = self.loss(batch)
-        metrics = {key: value for key, value in out.items() if not key.startswith("loss_")}
-        losses = {key: value for key, value in out.items() if key.startswith("loss_")}
-        if self.prior is not None:
-            prior = self.prior(batch)
-            losses["loss_latent_prior"] = prior["loss_latent_prior"]
-            metrics["latent_scale_mean"] = prior["latent_scale_mean"]
-        return losses, metrics
-
-    @torch.no_grad()
-    def advantages(self, data: TensorDictBase) -> torch.Tensor:
-        """GAE advantages of a batch under the current critic, rewards scaled as in the update."""
-        data = data.select("observation", "next", "state_value", strict=False).clone(False)
-        data.set(("next", "reward"), data.get(("next", "reward")) * self.cfg.env.reward_scale)
-        return self.gae_(data).get("advantage")
-
-    def state_dict(self) -> dict[str, Any]:
-        # the next epoch's permutation is drawn ahead: part of the RNG stream
-        return {"optimizer": self.optimizer.state_dict(), "permutation": self.permutation}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if "sampler" in state:  # checkpoints of the replay-buffer version: its sampler's pre-drawn permutation
-            state = {"permutation": state["sampler"]["_sample_list"]}
-        permutation = state["permutation"]
-        self.permutation = None if permutation is None else permutation.to(self.device)
-
-
-def clip_and_adam_(weights: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-                   moments: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], max_grad_norm: torch.Tensor,
-                   lr: float, betas: tuple[float, float], eps: float) -> torch.Tensor:
-    """``clip_grad_norm_`` over all ``grads`` jointly, then ``torch.optim.Adam``'s update (weight decay 0, no
-    amsgrad) of ``weights`` and of ``moments`` (per name: step count, first and second moment), all in place and in
-    plain tensor ops, so that it compiles into the graph of :meth:`PPOUpdate._one_graph_step`. Returns the gradient
-    norm before clipping."""
-    beta1, beta2 = betas
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()]))
-    clip = (max_grad_norm / (norm + 1e-6)).clamp(max=1.0)
-    for name, weight in weights.items():
-        step, exp_avg, exp_avg_sq = moments[name]
-        grad = grads[name] * clip
-        step.add_(1)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = exp_avg_sq.sqrt() / (1 - beta2**step).sqrt() + eps
-        weight.sub_(lr / (1 - beta1**step) * exp_avg / denom)
-    return norm
-
-
-class _Networks(torch.nn.Module):
-    """The actor and the critic as one module whose forward is the minibatch losses, for ``torch.func``."""
-
-    def __init__(self, actor: torch.nn.Module, critic: torch.nn.Module, losses: Callable) -> None:
-        super().__init__()
-        self.actor, self.critic = actor, critic
-        self.losses = losses  # a bound method of PPOUpdate, not a submodule
-
-    def forward(self, tensors: dict[str, Any], batch_size: torch.Size):
-        return self.losses(TensorDict(tensors, batch_size=batch_size))
-
-
-def _minibatch_guards(guards: Sequence[Any]) -> list[bool]:
-    """torch.compile guard filter of the minibatch losses: keeps the guards on the minibatch's tensors (keys, shapes,
-    dtypes) and drops those on modules and globals.
-
-    Checking all of them cost about 1 ms per call on 2 cores, a tenth of a minibatch's update
-    (``benchmarks/update_parts.py --profile``: ``TorchDynamo Cache Lookup``). Within one
-    :class:`PPOUpdate` none of the dropped ones can fail: its modules keep their structure and attributes (weights are
-    updated in place and read at every call; stage values live in tensors), and the globals are imports, hooks and
-    modes that the update never changes (it runs outside any exploration-type context). Another ``PPOUpdate`` in the
-    same process, whose modules differ, never meets these graphs: each compiles its own copy of the code
-    (:func:`_own_code`). Among the dropped guards is the size of tensordict's tensorclass memo (a cache of "is this
-    class a tensorclass"), which grows when the refit first builds other TensorDicts and used to recompile the
-    minibatch losses at stage 1 (a minute on 2 cores) for an identical graph."""
-    modules = torch.compiler.skip_guard_on_all_nn_modules_unsafe(guards)
-    globals_ = torch.compiler.skip_guard_on_globals_unsafe(guards)
-    return [a and b for a, b in zip(modules, globals_)]
-
-
-def _own_code(method: Callable) -> Callable:
-    """``method`` bound to a private copy of its function's code object. Dynamo keeps compiled graphs per code
-    object, so the graphs compiled through the copy serve this instance only; with the guards on its modules dropped
-    (:func:`_minibatch_guards`), a graph of another instance (other sizes, ``normalize_advantage``, loss type) would
-    otherwise run here unchecked."""
-    func = method.__func__
-    own = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__,
-                             func.__closure__)
-    own.__qualname__ = func.__qualname__
-    return types.MethodType(own, method.__self__)
+    prior = None
+    functional = not cfg.ppo.compile_step  # the one-graph step differentiates through the modules themselves
+    if loss is None:
+        loss = make_latent_ppo_loss(actor, critic, clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0),
+                                    entropy_coeff=cfg.ppo.entropy_coeff, critic_coeff=cfg.ppo.critic_coeff,
+                                    loss_critic_type=cfg.ppo.loss_critic_type,
+                                    normalize_advantage=cfg.ppo.normalize_advantage, functional=functional)
+        prior = LatentPriorLoss(actor, coeff=stage_value(cfg.schedule.latent_prior_coeff, 0),
+                                mode=cfg.ppo.latent_prior, functional=functional)
+    elif not functional:
+        raise ValueError(f"config key ppo.compile_step=true supports the latent PPO loss of gorl_ppo.py and "
+                         f"ppo_gaussian.py only, not {type(loss).__name__}.")
+    return PPOUpdate(actor, critic, loss, prior=prior, gamma=gamma, lmbda=cfg.ppo.gae_lambda, lr=cfg.ppo.lr,
+                     epochs=cfg.ppo.epochs, minibatch_size=frames_per_iteration(cfg) // cfg.ppo.num_minibatches,
+                     max_grad_norm=stage_value(cfg.schedule.max_grad_norm, 0), reward_scale=cfg.env.reward_scale,
+                     num_threads=cfg.ppo.num_threads, compile=cfg.ppo.compile, compile_step=cfg.ppo.compile_step,
+                     compile_backend=cfg.ppo.compile_backend, observation_norm=observation_norm, device=device)
 
 
 def train_episode_metrics(data: TensorDictBase) -> dict[str, float]:
@@ -997,7 +728,7 @@ class RunLogger:
             self.logger = get_logger(cfg.logger.backend, logger_name="logs", experiment_name=self.exp_name, **kwargs)
         self.out = pathlib.Path.cwd()
         self.eval_rows: list[dict[str, float]] = []
-        self.restart([])
+        self.started = False  # eval.csv is (re)written at the first row or at a successful resume, not before
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if self.logger is not None:
@@ -1005,7 +736,7 @@ class RunLogger:
 
     def restart(self, rows: list[dict[str, float]]) -> None:
         """``eval.csv`` as ``rows`` (a fresh run: the header alone), written atomically; later rows are appended."""
-        self.eval_rows = rows
+        self.eval_rows, self.started = rows, True
         lines = io.StringIO()
         writer = csv.DictWriter(lines, fieldnames=self.EVAL_FIELDS)
         writer.writeheader()
@@ -1013,6 +744,8 @@ class RunLogger:
         atomic_write_text(self.out / "eval.csv", lines.getvalue())
 
     def log_eval(self, row: dict[str, float]) -> None:
+        if not self.started:
+            self.restart(self.eval_rows)
         self.eval_rows.append(row)
         with open(self.out / "eval.csv", "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.EVAL_FIELDS).writerow(row)
@@ -1103,6 +836,10 @@ def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int
             raise ValueError(f"config key {key} = {now.get(key)!r} does not match the resumed checkpoint's {then.get(key)!r}.")
 
 
+#: a refit's entry in summary.json, in this order
+REFIT_FIELDS = ("stage", "rows", "best_val_loss", "best_epoch", "epochs_run")
+
+
 # --------------------------------------------------------------------------- the run: PPO stages, evaluation, checkpoints
 class EncoderRun:
     """State and bookkeeping of one training run: env-step counters, the best encoder of the current
@@ -1159,17 +896,20 @@ class EncoderRun:
                     # running envs (unroll mode): physics, task RNGs, carried observations, the workers' sampling RNGs
                     "collector": None if full_episode_batches(self.cfg) else self.collector}
         components.update({key: value for key, value in optional.items() if value is not None})
-        rows = self.progress["eval_rows"]
+        best = self.progress["best_return"]  # of the stage's best encoder, which the checkpoint holds
         metadata = {"name": name, "stage": self.progress["stage"], "iteration": self.progress["iteration"],
-                    "eval_return": rows[-1]["return_mean"] if rows else -1e30}  # the latest evaluation's
+                    "best_return": best if math.isfinite(best) else -1e30}
+        # every env step so far, evaluation included: a checkpoint after an evaluation gets a file of its own
+        step = self.total_frames() + self.progress["frames_eval"]
         try:
-            return save_checkpoint(components, self.cfg.checkpoint.dir, step=self.total_frames(),
+            return save_checkpoint(components, self.cfg.checkpoint.dir, step=step,
                                    keep_last=sys.maxsize if self.cfg.checkpoint.keep_all else 1, metadata=metadata,
-                                   keep_best="eval_return" if self.cfg.checkpoint.keep_best else None)
-        except OSError as error:
-            raise OSError(error.errno, f"checkpoint {name!r} could not be written to {self.cfg.checkpoint.dir!r} "
-                                       f"({error.strerror or error}); the previous checkpoint there is intact: free "
-                                       "space or make it writable, then resume from it.") from None
+                                   keep_best="best_return" if self.cfg.checkpoint.keep_best else None)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+            reason = getattr(error, "strerror", None) or str(error)
+            raise OSError(getattr(error, "errno", None), f"checkpoint {name!r} could not be written to "
+                          f"{self.cfg.checkpoint.dir!r} ({reason}); the previous checkpoint there is intact: free "
+                          "space or make it writable, then resume from it.") from None
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continues from a checkpoint of the same run (same settings, see :func:`check_resume_compatible`)."""
@@ -1196,7 +936,12 @@ class EncoderRun:
         self.logger.restart(self.progress["eval_rows"])  # eval.csv as at the checkpoint: later rows come again
         self.start = time.time() - self.progress["wall_time"]
         self.last_checkpoint = self.progress["frames_encoder"]
-        GlobalRNGState().load_state_dict(saved["rng"])
+        rng = dict(saved["rng"])
+        if "torch_cuda" in rng and not torch.cuda.is_available():
+            del rng["torch_cuda"]
+            log.warning("the checkpoint holds CUDA random states but CUDA is not available here: the resumed run "
+                        "does not repeat the uninterrupted run exactly.")
+        GlobalRNGState().load_state_dict(rng)
         self.collector.update_policy_weights_()
         log.info("resumed at stage %d, iteration %d", self.progress["stage"], self.progress["iteration"])
 
@@ -1215,8 +960,8 @@ class EncoderRun:
         self.collector.shutdown()
         self.eval_env.close()
         keep = [a for a in sys.argv[1:] if not a.startswith(("checkpoint.resume=", "hydra.run.dir="))]
-        command = " ".join(["python", sys.argv[0], *keep, f"hydra.run.dir={pathlib.Path.cwd()}",
-                            f"checkpoint.resume={path.parent.resolve()}"])
+        command = shlex.join([sys.executable, sys.argv[0], *keep, f"hydra.run.dir={pathlib.Path.cwd()}",
+                              f"checkpoint.resume={path.resolve()}"])
         print(f"Interrupted: checkpoint {path}. Resume with:\n  {command}", file=sys.stderr, flush=True)
         raise SystemExit(130)
 
@@ -1353,7 +1098,8 @@ class EncoderRun:
             "best_eval_return": max(r["return_mean"] for r in self.logger.eval_rows),
             "frames_encoder": p["frames_encoder"], "frames_decoder_data": p["frames_decoder_data"],
             "frames_total": self.total_frames(), "frames_eval": p["frames_eval"],
-            "wall_time_s": wall, **self.wall_times(self.start + wall), "fps": (self.total_frames() + p["frames_eval"]) / wall, "refits": p["refits"],
+            "wall_time_s": wall, **self.wall_times(self.start + wall), "fps": (self.total_frames() + p["frames_eval"]) / wall,
+            "refits": [{key: refit[key] for key in REFIT_FIELDS} for refit in p["refits"]],
         }
         self.logger.write_summary(summary)
         self.logger.plot(self.title, p["stage_starts"][1:])

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import pickle
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torchrl.checkpoint import Checkpoint, CheckpointError
+from torchrl.checkpoint import CheckpointError
 
 from torchrl_gorl.training import latest_checkpoint, load_checkpoint, remove_temporary_files, save_checkpoint
 from torchrl_gorl.training.checkpoint import TEMPORARY_MARKERS
@@ -134,6 +135,33 @@ def test_tensordict_payload_with_a_pickled_field_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["components"]["actor"].update(adapter="torchrl.state_dict"), "uses adapter 'torchrl.state_dict'"),
+    (lambda m: m["metadata"].update(version=99), "is not a torchrl_gorl.run checkpoint of version 1"),
+    (lambda m: m["metadata"].pop("format"), "is not a torchrl_gorl.run checkpoint"),
+], ids=["torchrl_tensordict_adapter", "other_version", "no_format"])
+def test_manifest_naming_another_adapter_or_format_is_refused(tmp_path, edit, message):
+    """TorchRL's own state-dict adapter reads TensorDict payloads (which may unpickle): a manifest that names it, or
+    another format or version, is refused before any payload is read."""
+    path = save_checkpoint({"actor": torch.nn.Linear(2, 2)}, tmp_path, step=1)
+    manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
+    edit(manifest)
+    _rewrite_member(path, "manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_run_refuses_a_checkpoint_dir_with_another_runs_checkpoints(tmp_path):
+    """A fresh run (or one resumed from an older file) beside newer checkpoints would have each of its own
+    checkpoints deleted by the rotation: refused at start-up, naming the key and the resume command."""
+    first = save_checkpoint({"progress": {"iteration": 1}}, tmp_path / "run" / "checkpoints", step=5, keep_last=5)
+    save_checkpoint({"progress": {"iteration": 2}}, tmp_path / "run" / "checkpoints", step=9, keep_last=5)
+    for extra in ([], [f"checkpoint.resume={first}"]):
+        result = _run(tmp_path / "run", *extra)
+        assert result.returncode != 0 and "config key checkpoint.dir" in result.stderr
+        assert "checkpoint-000000000009.torchrl" in result.stderr and "eval return" not in result.stderr
+
+
 def test_truncated_checkpoint_is_refused_naming_the_file(tmp_path):
     path = save_checkpoint({"actor": torch.nn.Linear(8, 8), "progress": {"iteration": 1}}, tmp_path, step=1)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -244,6 +272,7 @@ def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_run(tmp_path):
     rows_at_kill = _rows(killed / "eval.csv")
     assert len(rows_at_kill) >= 1  # the stage-start evaluation was on disk before the kill
     resume = f"checkpoint.resume={killed / 'checkpoints'}"
+    (killed / "checkpoints" / ".checkpoint-000000000001.stage-planted").mkdir()  # as a kill mid-write leaves
     # 2: during the stage-0 decoder refit
     process = _start(killed, *KILL_RUN, resume, preset="cpu_fast")
     _wait_for(lambda: _log_count(killed, "decoder refit on") >= 1, process, "the decoder refit")
@@ -277,11 +306,11 @@ def test_ctrl_c_checkpoints_exits_130_and_prints_the_resume_command(tmp_path):
     assert process.wait(timeout=300) == 130
     output = (tmp_path / "interrupted.out").read_text()
     assert "Interrupted: checkpoint" in output and "Resume with:" in output
-    command = output.split("Resume with:")[1].strip().splitlines()[0].split()
-    assert command[0] == "python" and any(a.startswith("checkpoint.resume=") for a in command)
+    command = shlex.split(output.split("Resume with:")[1].strip().splitlines()[0])  # as a shell would read it
+    assert command[0] == sys.executable and f"checkpoint.resume={latest_checkpoint(run_dir / 'checkpoints')}" in command
     saved = load_checkpoint(run_dir / "checkpoints")
     assert saved["progress"]["stage"] == 0 and saved["progress"]["iteration"] >= 1
-    result = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert _rows(run_dir / "eval.csv") == _rows(whole / "eval.csv")
     assert _summary(run_dir / "summary.json") == _summary(whole / "summary.json")
@@ -329,4 +358,19 @@ def test_full_disk_fails_at_the_next_checkpoint_with_the_previous_one_intact(tmp
     assert "the previous checkpoint there is intact" in result.stderr
     saved = load_checkpoint(disk)
     assert saved["progress"]["iteration"] == 1 and saved["progress"]["stage"] == 0
-    assert [p.name for p in disk.iterdir()] == ["checkpoint-000000002000.torchrl"]
+    assert list(disk.iterdir()) == [latest_checkpoint(disk)]  # the first checkpoint, and nothing temporary
+
+
+def test_offline_dataset_with_pickles_loads_as_tensors_without_running_them(tmp_path):
+    """A saved decoder dataset (gmpo.py / gmpg.py's input) is read as memory-mapped tensors only: TorchRL's
+    ``ReplayBuffer.loads`` would unpickle the buffer's ``prefetch.pkl``, which another person's file can fill."""
+    from tensordict import TensorDict
+
+    from torchrl_gorl.training import load_transitions, save_transitions
+
+    marker = tmp_path / "pwned"
+    data = TensorDict({"observation": torch.randn(6, 3), "action": torch.randn(6, 2)}, [6])
+    path = save_transitions(data, tmp_path / "stage0")
+    (path / "buffer" / "prefetch.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    loaded = load_transitions(path)[:]
+    assert torch.equal(loaded["observation"], data["observation"]) and not marker.exists()

@@ -51,7 +51,7 @@ def test_ppo_update_on_cuda_matches_cpu():
     results = {}
     for device in (torch.device("cpu"), torch.device("cuda")):
         U, cfg, actor, critic, norm, _ = _setup(device)
-        metrics = U.PPOUpdate(cfg, actor, critic, U.resolve_gamma(cfg), device, norm).update(data.clone().to(device))
+        metrics = U.make_ppo_update(cfg, actor, critic, U.resolve_gamma(cfg), device, norm).update(data.clone().to(device))
         results[device.type] = metrics, {k: v.detach().cpu() for k, v in actor.state_dict().items()}
     (cpu_metrics, cpu_actor), (gpu_metrics, gpu_actor) = results["cpu"], results["cuda"]
     for name, value in cpu_actor.items():

@@ -25,8 +25,6 @@ from torchrl_gorl.envs import (
     make_playground_env,
     PAPER_TASKS,
     PLAYGROUND_TASKS,
-    resolve_playground_task,
-    task_id,
 )
 from torchrl_gorl.envs.playground import INSTALL_HINT, playground_available
 from torchrl_gorl.training import evaluate_policy
@@ -75,24 +73,10 @@ def test_task_table_is_the_installed_playground_suite():
         assert config.episode_length == EPISODE_LENGTH and config.action_repeat == 1
 
 
-@pytest.mark.parametrize(
-    "name,expected",
-    [("CheetahRun", "CheetahRun"), ("cheetah-run", "CheetahRun"), ("cheetah_run", "CheetahRun"),
-     ("cheetah/run", "CheetahRun"), ("ball_in_cup-catch", "BallInCup"), ("ball_in_cup_catch", "BallInCup"),
-     ("finger-turn_hard", "FingerTurnHard"), ("point_mass-easy", "PointMass"), ("PendulumSwingup", "PendulumSwingup")],
-)
-def test_resolves_playground_and_dm_control_names(name, expected):
-    assert resolve_playground_task(name) == expected
-
-
 @pytest.mark.parametrize("name", ["CheetahWalk", "quadruped-walk", "Go1JoystickFlatTerrain"])
 def test_unknown_task_lists_the_accepted_names(name):
     with pytest.raises(ValueError, match=rf"unknown MuJoCo Playground task '{name}'.*accepted names: .*CheetahRun"):
         make_playground_env(name, 2)
-
-
-def test_run_names_of_playground_only_tasks():
-    assert task_id("PendulumSwingup") == "pendulum-swingup" and task_id("CheetahRun") == "cheetah-run"
 
 
 def test_package_imports_no_jax():
@@ -309,9 +293,3 @@ def test_warp_impl_without_warp_names_the_key(monkeypatch):
         utils_gorl.validate_config(cfg)
     with pytest.raises(ModuleNotFoundError, match="impl='warp' needs MuJoCo Warp"):
         make_playground_env("CheetahRun", 1, impl="warp")
-
-
-def test_run_task_ids_map_back_to_their_playground_port():
-    """The scripts build Playground envs from the run's ``task_id`` ("cheetah-run", "point_mass-easy"): every port's
-    id must resolve to that same port."""
-    assert all(resolve_playground_task(task_id(name)) == name for name in PLAYGROUND_TASKS)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(SOTA))
 import utils_gorl  # noqa: E402
 from torchrl.checkpoint import Checkpoint  # noqa: E402
 
-from torchrl_gorl.training import load_checkpoint  # noqa: E402
+from torchrl_gorl.training import clip_and_adam_, load_checkpoint  # noqa: E402
 
 
 def _checkpoint(run_dir: pathlib.Path, name: str) -> pathlib.Path:
@@ -224,7 +224,7 @@ def test_compile_step_is_refused_for_other_losses():
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     loss = utils_gorl.make_latent_ppo_loss(actor, critic)  # any loss passed in: what fpo.py and dppo.py do
     with pytest.raises(ValueError, match="ppo.compile_step=true supports the latent PPO loss"):
-        utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm, loss=loss)
+        utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm, loss=loss)
 
 
 def test_bad_compile_backend_names_the_key():
@@ -255,7 +255,7 @@ def test_compiled_update_matches_eager():
     utils_gorl.validate_config(cfg)
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
-    ppo = utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+    ppo = utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
     assert ppo.minibatch_losses != ppo._minibatch_losses
     minibatch = ppo.gae_(batch.clone()).reshape(-1)[:200]
     results = []
@@ -291,7 +291,7 @@ def test_compiled_update_matches_eager():
     normalize = not cfg.ppo.normalize_advantage
     other_cfg = _compose("preset=smoke", "collector.unroll_length=400", "ppo.compile=true", "ppo.compile_backend=aot_eager",
                          f"ppo.normalize_advantage={str(normalize).lower()}")
-    other = utils_gorl.PPOUpdate(other_cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+    other = utils_gorl.make_ppo_update(other_cfg, actor, critic, 0.99, torch.device("cpu"), norm)
     first = ppo._minibatch_losses(minibatch.clone())[0]["loss_objective"]
     eager = other._minibatch_losses(minibatch.clone())[0]["loss_objective"]
     torch.testing.assert_close(other.minibatch_losses(minibatch.clone())[0]["loss_objective"], eager, rtol=1e-5, atol=1e-7)
@@ -312,7 +312,7 @@ def test_one_graph_step_is_the_standard_step():
         utils_gorl.validate_config(cfg)
         torch.manual_seed(0)
         actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
-        updates.append(utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm))
+        updates.append(utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm))
     standard, one_graph = updates
     assert standard.one_graph_step is None and one_graph.one_graph_step is not None
     assert one_graph.minibatch_losses == one_graph._minibatch_losses  # the step supersedes ppo.compile's losses
@@ -345,7 +345,7 @@ def test_one_graph_step_is_the_standard_step():
     one_graph.reset_optimizer()  # every stage: a fresh Adam, whose state the next update creates, same graph
     with torch._dynamo.config.patch(error_on_recompile=True):
         one_graph.update(batch.clone())
-    ppo_cfg = one_graph.cfg.ppo
+    ppo_cfg = configs[1].ppo
     assert float(one_graph.optimizer.state[one_graph.params[0]]["step"]) == ppo_cfg.epochs * ppo_cfg.num_minibatches
 
 
@@ -365,7 +365,7 @@ def test_clip_and_adam_is_torchs_clip_and_adam(max_grad_norm):
             p.grad = g.clone()
         norm = torch.nn.utils.clip_grad_norm_(theirs, max_grad_norm)
         adam.step()
-        our_norm = utils_gorl.clip_and_adam_(ours, grads, moments, torch.tensor(max_grad_norm), 1e-3, (0.9, 0.999), 1e-8)
+        our_norm = clip_and_adam_(ours, grads, moments, torch.tensor(max_grad_norm), 1e-3, (0.9, 0.999), 1e-8)
         torch.testing.assert_close(our_norm, norm)
     if max_grad_norm < 1:
         assert norm > max_grad_norm  # the clip was at work
@@ -398,7 +398,7 @@ def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_onl
     cfg = _compose("preset=smoke")
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
-    ppo, other = (utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm) for _ in range(2))
+    ppo, other = (utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm) for _ in range(2))
     rows, minibatches = utils_gorl.frames_per_iteration(cfg), cfg.ppo.num_minibatches
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(rows), sampler=SamplerWithoutReplacement(),
                                     batch_size=rows // minibatches)
@@ -612,7 +612,7 @@ def test_single_pass_critic_values_match_torchrl_gae():
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     norm.update(third["observation"])  # a non-trivial normaliser: values depend on it
-    ppo = utils_gorl.PPOUpdate(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
+    ppo = utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
     ours = ppo.gae_(third.clone())
     theirs = GAE(gamma=0.99, lmbda=cfg.ppo.gae_lambda, value_network=critic, average_gae=False)(third.clone())
     for key in ("state_value", ("next", "state_value"), "advantage", "value_target"):

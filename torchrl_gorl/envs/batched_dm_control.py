@@ -11,7 +11,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import EnvBase
 from torchrl._utils import seed_generator  # the chain SerialEnv and ParallelEnv seed their envs with
 
-from torchrl_gorl.envs.dm_control import resolve_task
+from torchrl_gorl.envs.tasks import resolve_task
 
 
 _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION

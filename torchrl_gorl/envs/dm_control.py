@@ -1,10 +1,9 @@
-"""dm_control task names and the env factory the GoRL scripts use."""
+"""The dm_control env factory the GoRL scripts use (task names: :mod:`torchrl_gorl.envs.tasks`)."""
 from __future__ import annotations
 
 import functools
 import logging
 import os
-import re
 
 from torchrl.envs import (
     CatTensors,
@@ -21,6 +20,8 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
+from torchrl_gorl.envs.batched_dm_control import BatchedDMControlEnv
+from torchrl_gorl.envs.tasks import resolve_task
 from torchrl_gorl.envs.transforms import TanhActionTransform
 
 # dm_control picks an OpenGL backend when it is first imported; without a display its GLFW probe warns
@@ -39,76 +40,6 @@ class _DropMJCFDeprecations(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_DropMJCFDeprecations())
-
-#: The paper's tasks (MuJoCo Playground names) and their dm_control ``(domain, task)``.
-PAPER_TASKS: dict[str, tuple[str, str]] = {
-    "CheetahRun": ("cheetah", "run"),
-    "FingerSpin": ("finger", "spin"),
-    "FingerTurnHard": ("finger", "turn_hard"),
-    "FishSwim": ("fish", "swim"),
-    "HopperStand": ("hopper", "stand"),
-    "WalkerWalk": ("walker", "walk"),
-    "BallInCup": ("ball_in_cup", "catch"),
-}
-
-#: Discount of the reference's encoder PPO (Brax config): 0.95 for these tasks, 0.995 otherwise.
-_LOW_GAMMA_TASKS = {("finger", "spin"), ("ball_in_cup", "catch")}
-
-#: Every dm_control episode of these tasks lasts 1000 control steps.
-EPISODE_LENGTH = 1000
-
-
-def _known_tasks() -> set[tuple[str, str]]:
-    from dm_control import suite
-
-    return set(suite.ALL_TASKS)
-
-
-def split_task_name(name: str, known: set[tuple[str, str]]) -> tuple[str, str] | None:
-    """The ``(domain, task)`` of ``known`` that ``"cheetah-run"``, ``"cheetah/run"``, ``"cheetah:run"`` or
-    ``"ball_in_cup_catch"`` (every split on underscores is tried) names, or ``None``."""
-    for sep in ("-", "/", ":"):
-        domain, found, task = name.partition(sep)
-        if found and (domain, task) in known:
-            return domain, task
-    for match in re.finditer("_", name):
-        pair = (name[: match.start()], name[match.end() :])
-        if pair in known:
-            return pair
-    return None
-
-
-def resolve_task(name: str) -> tuple[str, str]:
-    """Maps ``"cheetah-run"``, ``"cheetah_run"``, ``"cheetah/run"`` or the paper's ``"CheetahRun"`` (any MuJoCo
-    Playground dm_control-suite name, e.g. ``"PointMass"``) to ``("cheetah", "run")``.
-
-    Raises a ``ValueError`` naming the task and listing the accepted names if it is unknown.
-    """
-    from torchrl_gorl.envs.playground import PLAYGROUND_TASKS  # a plain table: imports no JAX
-
-    if not isinstance(name, str):
-        raise ValueError(f"task must be a string, got {name!r}.")
-    if name in PAPER_TASKS:
-        return PAPER_TASKS[name]
-    if name in PLAYGROUND_TASKS:
-        return PLAYGROUND_TASKS[name]
-    known = _known_tasks()
-    pair = split_task_name(name, known)
-    if pair is not None:
-        return pair
-    accepted = sorted(PAPER_TASKS) + sorted(f"{d}-{t}" for d, t in known)
-    raise ValueError(f"unknown task {name!r}; accepted names: {', '.join(accepted)}.")
-
-
-def task_id(name: str) -> str:
-    """Canonical ``"domain-task"`` name."""
-    return "-".join(resolve_task(name))
-
-
-def default_gamma(name: str) -> float:
-    """The reference's discount for this task (0.95 for finger-spin and ball_in_cup-catch, else 0.995)."""
-    return 0.95 if resolve_task(name) in _LOW_GAMMA_TASKS else 0.995
-
 
 def make_single_env(name: str) -> TransformedEnv:
     """One dm_control env with a flat float32 ``"observation"`` and a ``tanh`` squash on the action.
@@ -146,8 +77,6 @@ def make_env(name: str, num_envs: int = 1, *, backend: str = "batched", seed: in
             ``SerialEnv`` / ``ParallelEnv`` of :func:`make_single_env`. All give the same values.
         seed (int, optional): seed of the first env.
     """
-    from torchrl_gorl.envs.batched_dm_control import BatchedDMControlEnv
-
     resolve_task(name)  # fail here, with a clear message, rather than in a worker
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}.")

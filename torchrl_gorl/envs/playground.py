@@ -1,7 +1,8 @@
 """MuJoCo Playground's dm_control-suite ports (the paper's environments) as a batched GoRL env.
 
 Nothing here imports JAX or ``mujoco_playground`` at module level: ``import torchrl_gorl`` works without the
-``[playground]`` extra, and the name tables below are plain data.
+``[playground]`` extra. The task names (``PLAYGROUND_TASKS``, :func:`resolve_playground_task`) are plain data in
+:mod:`torchrl_gorl.envs.tasks`.
 """
 from __future__ import annotations
 
@@ -21,39 +22,8 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-from torchrl_gorl.envs.dm_control import EPISODE_LENGTH, split_task_name
+from torchrl_gorl.envs.tasks import EPISODE_LENGTH, resolve_playground_task
 from torchrl_gorl.envs.transforms import TanhActionTransform
-
-#: Every dm_control-suite env of ``playground==0.2.0`` and its dm_control ``(domain, task)``.
-PLAYGROUND_TASKS: dict[str, tuple[str, str]] = {
-    "AcrobotSwingup": ("acrobot", "swingup"),
-    "AcrobotSwingupSparse": ("acrobot", "swingup_sparse"),
-    "BallInCup": ("ball_in_cup", "catch"),
-    "CartpoleBalance": ("cartpole", "balance"),
-    "CartpoleBalanceSparse": ("cartpole", "balance_sparse"),
-    "CartpoleSwingup": ("cartpole", "swingup"),
-    "CartpoleSwingupSparse": ("cartpole", "swingup_sparse"),
-    "CheetahRun": ("cheetah", "run"),
-    "FingerSpin": ("finger", "spin"),
-    "FingerTurnEasy": ("finger", "turn_easy"),
-    "FingerTurnHard": ("finger", "turn_hard"),
-    "FishSwim": ("fish", "swim"),
-    "HopperHop": ("hopper", "hop"),
-    "HopperStand": ("hopper", "stand"),
-    "HumanoidRun": ("humanoid", "run"),
-    "HumanoidStand": ("humanoid", "stand"),
-    "HumanoidWalk": ("humanoid", "walk"),
-    "PendulumSwingup": ("pendulum", "swingup"),
-    "PointMass": ("point_mass", "easy"),
-    "ReacherEasy": ("reacher", "easy"),
-    "ReacherHard": ("reacher", "hard"),
-    "SwimmerSwimmer6": ("swimmer", "swimmer6"),
-    "WalkerRun": ("walker", "run"),
-    "WalkerStand": ("walker", "stand"),
-    "WalkerWalk": ("walker", "walk"),
-}
-
-_BY_DM_CONTROL = {pair: name for name, pair in PLAYGROUND_TASKS.items()}
 
 #: Physics implementations: ``"warp"`` (MuJoCo Warp, playground's default) or ``"jax"`` (MJX); ``"auto"`` picks.
 PLAYGROUND_IMPLS = ("auto", "warp", "jax")
@@ -64,26 +34,6 @@ INSTALL_HINT = 'pip install -e ".[playground]"'
 def playground_available() -> bool:
     """Whether the ``[playground]`` extra (``mujoco_playground``) is installed; imports nothing."""
     return importlib.util.find_spec("mujoco_playground") is not None
-
-
-def resolve_playground_task(name: str) -> str:
-    """Maps a Playground name (``"CheetahRun"``) or a dm_control name (``"cheetah-run"``, ``"cheetah_run"``,
-    ``"cheetah/run"``, ``"ball_in_cup-catch"``) to the Playground dm_control-suite env name.
-
-    Raises a ``ValueError`` naming the task and listing the accepted names if Playground has no port of it.
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"task must be a string, got {name!r}.")
-    if name in PLAYGROUND_TASKS:
-        return name
-    pair = split_task_name(name, set(_BY_DM_CONTROL))
-    if pair is not None:
-        return _BY_DM_CONTROL[pair]
-    accepted = sorted(PLAYGROUND_TASKS) + sorted(f"{d}-{t}" for d, t in _BY_DM_CONTROL)
-    raise ValueError(
-        f"unknown MuJoCo Playground task {name!r} (only Playground's dm_control-suite ports are supported); "
-        f"accepted names: {', '.join(accepted)}."
-    )
 
 
 def preallocation_off() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import pickle  # for its error type only: nothing here unpickles
 import shutil
 import zipfile
 from collections.abc import Mapping
@@ -66,8 +67,10 @@ class SafeStateDictAdapter(StateDictCheckpointAdapter):
             raise CheckpointError(f"expected one {self.state_torch} payload, found {files}")
         try:
             state = torch.load(path / self.state_torch, map_location=map_location, weights_only=True)
-        except Exception as error:  # weights_only refuses any global that is not a tensor or plain container
+        except pickle.UnpicklingError as error:  # weights_only refuses any global not a tensor or plain container
             raise CheckpointError(f"its payload is not tensors and plain containers ({error})") from None
+        except (RuntimeError, OSError, EOFError) as error:
+            raise CheckpointError(f"its payload cannot be read ({type(error).__name__}: {error})") from None
         bad = _first_non_finite(state)
         if bad is not None:
             raise CheckpointError(f"{bad} holds NaN or infinite values")

@@ -8,8 +8,8 @@ import shutil
 from collections.abc import Sequence
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 #: what an offline transition needs: the IQL critics bootstrap from the next observation
 TRANSITION_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"),
@@ -72,9 +72,13 @@ def load_transitions(
         if not meta.is_file():
             raise ValueError(f"no dataset at {str(p)!r} (expected a replay buffer written by save_transitions).")
         size = json.loads(meta.read_text())["len"]
-        buffer = TensorDictReplayBuffer(storage=LazyMemmapStorage(size))
-        buffer.loads(p / "buffer")
-        data = buffer[:].exclude("index")  # the buffer's own bookkeeping
+        # the storage's memory-mapped tensors alone, never TorchRL's ``loads`` (it unpickles the buffer's
+        # prefetch.pkl) nor a pickled field: a dataset someone sent cannot run code
+        try:
+            storage = TensorDict.load_memmap(p / "buffer" / "storage", allow_pickle=False)
+        except Exception as error:
+            raise ValueError(f"dataset {str(p)!r} cannot be read as tensors ({type(error).__name__}: {error}).") from None
+        data = storage[:size].exclude("index")  # the buffer's own bookkeeping
         missing = [key for key in required_keys if key not in data.keys(include_nested=True)]
         if missing:
             raise ValueError(f"dataset {str(p)!r} lacks the keys {missing}; it has {sorted(map(str, data.keys(True, True)))}.")

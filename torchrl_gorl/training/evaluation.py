@@ -8,7 +8,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_gorl.envs.dm_control import EPISODE_LENGTH
+from torchrl_gorl.envs.tasks import EPISODE_LENGTH
 
 
 @torch.no_grad()
