@@ -58,10 +58,9 @@ def value_at(columns: dict[str, np.ndarray], steps: float) -> float:
 def spread(values: list[float]) -> str:
     """``mean +- sd (n=k)``; sd over seeds with ddof=1."""
     values = [v for v in values if not np.isnan(v)]
-    if not values:
-        return "n/a"
-    sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.0f} ± {sd:.0f} (n={len(values)})"
+    if len(values) < 2:
+        return f"{values[0]:.0f} (n=1)" if values else "n/a"
+    return f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f} (n={len(values)})"
 
 
 def table() -> str:
@@ -76,8 +75,8 @@ def table() -> str:
         final = spread([s["final_return"] for _, s in runs.values()])
         best = spread([s["best_eval_return"] for _, s in runs.values()])
         hours = [s["wall_time_train_s"] / 3600 for _, s in runs.values()]
-        lines.append(f"| {label} | {' | '.join(at)} | {final} | {best} | {min(hours):.2f}-{max(hours):.2f} | "
-                     f"{PAPER_15M[method]} |")
+        clock = f"{min(hours):.2f}" if len(hours) == 1 else f"{min(hours):.2f}-{max(hours):.2f}"
+        lines.append(f"| {label} | {' | '.join(at)} | {final} | {best} | {clock} | {PAPER_15M[method]} |")
     return "\n".join(lines)
 
 

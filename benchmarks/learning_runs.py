@@ -606,6 +606,7 @@ def main() -> None:
     log.add_argument("method")
     log.add_argument("seed", type=int)
     log.add_argument("names", nargs="+", help="train/ scalars, e.g. cfm_loss clip_fraction kl_approx")
+    log.add_argument("--results", default="learning", help="runs in outputs/NAME, saved to results/NAME")
     # hydra overrides are picked out first: nargs="+" options (--methods, --seeds) would swallow them
     argv = sys.argv[1:]
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
