@@ -867,9 +867,9 @@ class EncoderRun:
         self.last_checkpoint = 0
         self.pbar = None
         # Ctrl-C: finish the iteration, checkpoint, exit 130 (collector workers ignore SIGINT: they are shut down)
-        self.stop_requested = False
+        self.stop_requested, self.previous_sigint = False, None
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._request_stop)
+            self.previous_sigint = signal.signal(signal.SIGINT, self._request_stop)
 
     # -- counters
     def total_frames(self) -> int:
@@ -1090,6 +1090,8 @@ class EncoderRun:
             self.pbar.close()
         self.collector.shutdown()
         self.eval_env.close()
+        if self.previous_sigint is not None:  # the process's handler again (a script may train more than one run)
+            signal.signal(signal.SIGINT, self.previous_sigint)
         wall = time.time() - self.start
         p = self.progress
         summary = {

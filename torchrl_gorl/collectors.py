@@ -203,10 +203,11 @@ def sigint_ignored() -> Iterator[None]:
     Examples:
         >>> import signal
         >>> from torchrl_gorl.collectors import sigint_ignored
+        >>> before = signal.getsignal(signal.SIGINT)
         >>> with sigint_ignored():
         ...     signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         True
-        >>> signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        >>> signal.getsignal(signal.SIGINT) is before
         True
     """
     if threading.current_thread() is not threading.main_thread():
