@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl._utils import _check_for_faulty_process
 from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.envs import TransformedEnv
 from torchrl.weight_update import SharedMemWeightSyncScheme
@@ -361,6 +360,7 @@ class MonitoredMultiSyncCollector(MultiSyncCollector):
                     scheme._ack_queues[i].get(timeout=WORKER_POLL_S)
                     break
                 except Empty:
-                    with self._naming_dead_workers():
-                        _check_for_faulty_process(self.procs)
+                    failure = self.dead_workers()  # no acknowledgment yet: is the worker still there?
+                    if failure is not None:
+                        raise CollectorWorkerDied(failure)
 
