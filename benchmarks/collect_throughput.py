@@ -34,6 +34,8 @@ import warnings
 
 import numpy as np
 import torch
+from torchrl_gorl import config_readers
+from torchrl_gorl.collectors import collect_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ["walker-walk", "cheetah-run"]
@@ -129,13 +131,13 @@ def training_fps(task: str, backend: str, iterations: int) -> float:
     actor, critic, norm = U.make_encoder(cfg, obs_dim, act_dim, device)
     decoder = U.make_decoder(cfg, obs_dim, act_dim, device)  # a trained-size decoder: 10 Euler steps
     collector = U.make_collector(cfg, task, make_gorl_policy(actor, decoder), device)
-    ppo = U.make_ppo_update(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
+    ppo = U.make_ppo_update(cfg, actor, critic, config_readers.resolve_gamma(cfg), device, norm)
     batches = iter(collector)
     frames, start = 0, None
     for i in range(iterations + 1):
         if i == 1:  # the first iteration warms up
             frames, start = 0, time.perf_counter()
-        data = U.collect(collector, batches, i, device)
+        data = collect_batch(collector, batches, i, device)
         ppo.update(data)
         norm.update(data["observation"])
         collector.update_policy_weights_()

@@ -179,6 +179,7 @@ def throughput(env_backend: str, device: torch.device, *, num_envs: int, steps: 
 def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps: int, task: str) -> dict:
     """Seconds of one PPO update (``preset=paper``) on a full ``num_envs x 1000`` batch, and its FLOP rate."""
     import utils_gorl as U
+    from torchrl_gorl import config_readers
     from torchrl.collectors import Collector
 
     cfg, task_name, dims, (actor, critic, norm), policy, env_device = _setup(env_backend, device, num_envs, task,
@@ -190,7 +191,7 @@ def update_time(env_backend: str, device: torch.device, *, num_envs: int, steps:
     data = next(iter(collector)).reshape(num_envs, steps)
     collector.shutdown(close_env=env is None)
     data = torch.cat([data] * math.ceil(1000 / steps), dim=1)[:, :1000].contiguous()
-    ppo = U.make_ppo_update(cfg, actor, critic, U.resolve_gamma(cfg), device, norm)
+    ppo = U.make_ppo_update(cfg, actor, critic, config_readers.resolve_gamma(cfg), device, norm)
     ppo.update(data[: max(1, num_envs // 8)].clone())  # warm-up (allocator, kernels) on a slice
     _sync(device)
     start = time.perf_counter()

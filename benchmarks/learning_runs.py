@@ -2,12 +2,13 @@
 
     python benchmarks/learning_runs.py run --tasks cheetah-run finger-spin hopper-stand --seeds 1 2 3 --jobs 2
     python benchmarks/learning_runs.py status         # how far each run in outputs/learning/ has got
-    python benchmarks/learning_runs.py table          # the table in docs/results.md and docs/img/*.png from results/
+    python benchmarks/learning_runs.py table          # docs/results.md's grid block and docs/img/*.png from results/
     python benchmarks/learning_runs.py run --results time_to_score --preset cpu_fast --tasks finger-spin \\
         --methods gorl_flow ppo_gaussian --seeds 1 2 3 schedule.num_stages=2 'schedule.stage_frames=[928000,928000]' \\
         eval.target_return=600   # the cpu_fast preset's runs for the time-to-score table: at most its first two
                                  # stages, ended at the threshold (400 for cheetah-run); one run at a time
     python benchmarks/learning_runs.py time-to-score  # that table, in docs/performance.md
+    python benchmarks/docblocks.py                    # every generated block of README.md and docs/
     python benchmarks/learning_runs.py stages cheetah-run gorl_flow   # first / best / last eval of each stage
     python benchmarks/learning_runs.py stages cheetah-run gorl_flow --results time_to_score   # of other saved runs
     python benchmarks/learning_runs.py summaries --results default_preset   # final / best / last return, minutes
@@ -38,7 +39,9 @@ import numpy as np
 
 from torchrl_gorl.training import latest_checkpoint
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from docblocks import ROOT, write_block  # noqa: E402
+
 RESULTS = ROOT / "results" / "learning"  # --results NAME: results/NAME, runs in outputs/NAME
 OUTPUTS = ROOT / "outputs" / "learning"
 METHODS = {
@@ -64,7 +67,7 @@ PAPER = {
     "walker-walk": {"gorl_flow": (330, 590, 830, 880), "gorl_diffusion": (330, 560, 800, 860), "ppo_gaussian": (160, 320, 590, 820), "fpo": (430, 730, 870, 30), "dppo": (50, 70, 110, 320)},
 }
 PAPER_STEPS = ("15M", "30M", "60M", "180M")
-TABLE_START, TABLE_END = "<!-- table:start -->", "<!-- table:end -->"
+RESULTS_MD, PERFORMANCE_MD = ROOT / "docs" / "results.md", ROOT / "docs" / "performance.md"
 # FPO late collapse: returns stay under this fraction of the run's best (a best of at least COLLAPSE_MIN_BEST), and
 # the CFM loss of the taken actions that marks the blow-up (at most 3.1 in every saved run outside a collapse;
 # baselines.md §1.7)
@@ -173,11 +176,11 @@ def status() -> None:
         print(f"{run_dir.relative_to(OUTPUTS)}: {steps:.2f}M env steps, {state}")
 
 
-def summaries() -> list[str]:
+def summaries(results: pathlib.Path | None = None) -> list[str]:
     """Per saved run: its final return (fresh episodes), best and last evaluation, env steps and training minutes,
-    then mean and spread over the seeds of each task and method."""
+    then mean and spread over the seeds of each task and method (of ``results``, by default the ``--results`` runs)."""
     lines, groups = [], {}
-    for path in sorted(RESULTS.glob("*/*/seed*/summary.json")):
+    for path in sorted((results or RESULTS).glob("*/*/seed*/summary.json")):
         summary = json.loads(path.read_text())
         rows = list(csv.DictReader((path.parent / "eval.csv").read_text().splitlines()))
         last = float(rows[-1]["return_mean"])
@@ -234,9 +237,11 @@ def export_train_log(task: str, method: str, seed: int, names: list[str]) -> pat
     return target
 
 
-def load_runs() -> dict:
+def load_runs(results: pathlib.Path | None = None) -> dict:
+    """``{task: {method: {"seed<k>": (env steps, returns, summary.json)}}}`` of the saved runs in ``results`` (by
+    default the ``--results`` runs)."""
     runs: dict = {}
-    for csv_path in sorted(RESULTS.glob("*/*/seed*/eval.csv")):
+    for csv_path in sorted((results or RESULTS).glob("*/*/seed*/eval.csv")):
         task, method, seed = csv_path.parts[-4], csv_path.parts[-3], csv_path.parts[-2]
         with open(csv_path) as f:
             rows = list(csv.DictReader(f))
@@ -273,10 +278,12 @@ def columns(seeds: dict, marks: list[float]) -> list[str]:
     return [fmt([curve_at(x, y, m) for x, y, _ in seeds.values()]) for m in marks]
 
 
-def stage_points(task: str, method: str) -> dict[str, dict[int, list[tuple[float, float]]]]:
-    """Per seed and stage: the (env steps in millions, return) evaluations from the committed eval.csv, in order."""
+def stage_points(task: str, method: str,
+                 results: pathlib.Path | None = None) -> dict[str, dict[int, list[tuple[float, float]]]]:
+    """Per seed and stage: the (env steps in millions, return) evaluations from the committed eval.csv, in order
+    (of ``results``, by default the ``--results`` runs)."""
     points: dict[str, dict[int, list[tuple[float, float]]]] = {}
-    for csv_path in sorted((RESULTS / task / method).glob("seed*/eval.csv")):
+    for csv_path in sorted(((results or RESULTS) / task / method).glob("seed*/eval.csv")):
         with open(csv_path) as f:
             stages = points.setdefault(csv_path.parent.name, {})
             for r in csv.DictReader(f):
@@ -420,34 +427,49 @@ def plot_collapse(runs: dict, path: pathlib.Path, method: str = "fpo") -> None:
     plt.close(fig)
 
 
-def make_table() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = load_runs()
-    img = ROOT / "docs" / "img"
-    img.mkdir(parents=True, exist_ok=True)
-    lines = ["<!-- generated by: python benchmarks/learning_runs.py table; do not edit by hand -->", ""]
+def grid_table(runs: dict) -> str:
+    """docs/results.md's grid block: per task, the table at a quarter, half and all of the budget every grid method
+    reached, then the FPO late-collapse table; the figures are ``plot_grid``'s."""
+    lines = []
     for task, methods in sorted(runs.items()):
         budget = column_budget(methods)
-        longest = max(max(s["frames_total"] for _, _, s in seeds.values()) for seeds in methods.values())
         marks = [budget / 4, budget / 2, budget]
         lines += [f"### {task}", "",
                   "| method | run budget | " + " | ".join(f"{m / 1e6:.2f}M steps" for m in marks)
                   + " | final (fresh eval) | paper " + " / ".join(PAPER_STEPS) + " |",
                   "|---|---|" + "---|" * (len(marks) + 2)]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method in METHODS:
-            if method not in methods:
-                continue
+        for method in (m for m in METHODS if m in methods):
             seeds = methods[method]
-            cols = columns(seeds, marks)
             final = fmt([s["final_return"] for _, _, s in seeds.values()])
             paper = " / ".join(str(v) for v in PAPER.get(task, {}).get(method, ())) or "n/a"
             run_budget = "/".join(sorted({f"{s['frames_total'] / 1e6:.2f}M" for _, _, s in seeds.values()}))
-            lines.append(f"| {LABELS[method]} | {run_budget} | " + " | ".join(cols) + f" | {final} | {paper} |")
+            lines.append(f"| {LABELS[method]} | {run_budget} | " + " | ".join(columns(seeds, marks))
+                         + f" | {final} | {paper} |")
+        lines += ["", f"![{task}](img/learning_{task}.png)", ""]
+    if any("fpo" in methods for methods in runs.values()):
+        lines += ["### FPO: late collapse", "",
+                  "Collapsed from: the first evaluation after the run's best from which every evaluation is below "
+                  f"{COLLAPSE_FRACTION:.0%} of that best (best at least {COLLAPSE_MIN_BEST:g}). CFM loss: of the taken "
+                  "pre-squash actions, per update (`train_log.csv`).", "",
+                  f"| task | seed | best evaluation | collapsed from | CFM loss first above {CFM_BLOW_UP:g} |",
+                  "|---|---|---|---|---|",
+                  *collapse_rows(runs), "", "![FPO collapse](img/fpo_collapse.png)"]
+    return "\n".join(lines).strip("\n")
+
+
+def plot_grid(runs: dict, img: pathlib.Path) -> None:
+    """``img/learning_<task>.png`` (mean and sample std over seeds per method) and ``img/fpo_collapse.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    for task, methods in sorted(runs.items()):
+        longest = max(max(s["frames_total"] for _, _, s in seeds.values()) for seeds in methods.values())
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in (m for m in METHODS if m in methods):
+            seeds = methods[method]
             grid = np.linspace(0, longest, 80)
             curves = np.array([[curve_at(x, y, g) for g in grid] for x, y, _ in seeds.values()])
             with np.errstate(invalid="ignore"), warnings.catch_warnings():  # grid points past every run's end
@@ -463,28 +485,18 @@ def make_table() -> None:
         fig.tight_layout()
         fig.savefig(img / f"learning_{task}.png", dpi=110)
         plt.close(fig)
-        lines += ["", f"![{task}](img/learning_{task}.png)", ""]
     if any("fpo" in methods for methods in runs.values()):
-        lines += ["### FPO: late collapse", "",
-                  "Collapsed from: the first evaluation after the run's best from which every evaluation is below "
-                  f"{COLLAPSE_FRACTION:.0%} of that best (best at least {COLLAPSE_MIN_BEST:g}). CFM loss: of the taken "
-                  "pre-squash actions, per update (`train_log.csv`).", "",
-                  f"| task | seed | best evaluation | collapsed from | CFM loss first above {CFM_BLOW_UP:g} |",
-                  "|---|---|---|---|---|",
-                  *collapse_rows(runs), "", "![FPO collapse](img/fpo_collapse.png)", ""]
         plot_collapse(runs, img / "fpo_collapse.png")
-    write_block(ROOT / "docs" / "results.md", TABLE_START, TABLE_END, lines)
 
 
-def write_block(doc: pathlib.Path, start_marker: str, end_marker: str, lines: list[str]) -> None:
-    """Replace what stands between two markers of a doc with ``lines`` (and print them)."""
-    text = doc.read_text()
-    start, end = text.index(start_marker) + len(start_marker), text.index(end_marker)
-    doc.write_text(text[:start] + "\n" + "\n".join(lines) + "\n" + text[end:])
-    print("\n".join(lines))
+def make_table() -> None:
+    """Rebuild docs/results.md's grid block and its figures from results/learning."""
+    runs = load_runs(ROOT / "results" / "learning")
+    plot_grid(runs, ROOT / "docs" / "img")
+    write_block(RESULTS_MD, GRID_BLOCK, grid_table(runs))
 
 
-TTS_START, TTS_END = "<!-- time-to-score:start -->", "<!-- time-to-score:end -->"
+GRID_BLOCK, TTS_BLOCK = "learning-grid", "time-to-score"
 TTS_THRESHOLDS = {"cheetah-run": 400.0, "finger-spin": 600.0}
 TTS_METHODS = ("gorl_flow", "ppo_gaussian")
 THROUGHPUT_JSON = ROOT / "benchmarks" / "results" / "train_throughput.json"
@@ -510,32 +522,32 @@ def time_to_score_rows() -> list[str]:
     lines = []
     for task, threshold in TTS_THRESHOLDS.items():
         for method in TTS_METHODS:
-            cells = []
-            for results, measured in TTS_SOURCES:
-                per_seed = []
-                for seed in (1, 2, 3):
-                    path = results / task / method / f"seed{seed}" / "eval.csv"
-                    if not path.exists():
-                        per_seed.append("not run")
-                        continue
-                    rows = list(csv.DictReader(open(path)))
-                    hit = next((r for r in rows if float(r["return_mean"]) >= threshold), None)
-                    last = rows[-1]
-                    if hit is None:
-                        best = max(float(r["return_mean"]) for r in rows)
-                        if measured:
-                            reached = f"{float(last['wall_time_train_s']) / 60:.1f} min"
-                        else:
-                            reached = f"{float(last['frames_total']) / rates[task]['old_fps'] / 60:.1f} min"
-                        per_seed.append(f"not in {float(last['frames_total']) / 1e6:.2f}M ({reached}; best {best:.0f})")
-                    elif measured:
-                        per_seed.append(f"{float(hit['wall_time_train_s']) / 60:.1f} ({float(hit['frames_total']) / 1e6:.2f}M)")
-                    else:
-                        per_seed.append(f"{float(hit['frames_total']) / rates[task]['old_fps'] / 60:.1f} "
-                                        f"({float(hit['frames_total']) / 1e6:.2f}M)")
-                cells.append(" / ".join(per_seed))
+            cells = [" / ".join(reach_cell(results / task / method / f"seed{seed}" / "eval.csv", threshold,
+                                           None if measured else rates[task]["old_fps"]) for seed in (1, 2, 3))
+                     for results, measured in TTS_SOURCES]
             lines.append(f"| {task} | {threshold:.0f} | {LABELS[method]} | {' | '.join(cells)} |")
     return lines
+
+
+def reach_cell(path: pathlib.Path, threshold: float, fps: float | None = None) -> str:
+    """One run's time-to-score cell: training minutes (env steps) at its first evaluation at or above ``threshold``.
+
+    Minutes are the row's measured ``wall_time_train_s``, or with ``fps`` its env steps / ``fps`` (an estimate).
+    A run that never got there reads ``not in <its env steps> (<its minutes>; best <its best>)``; a missing
+    ``eval.csv`` reads ``not run``.
+    """
+    if not path.exists():
+        return "not run"
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+
+    def minutes(row: dict) -> float:
+        return (float(row["frames_total"]) / fps if fps else float(row["wall_time_train_s"])) / 60
+
+    hit = next((r for r in rows if float(r["return_mean"]) >= threshold), None)
+    if hit is None:
+        best = max(float(r["return_mean"]) for r in rows)
+        return f"not in {float(rows[-1]['frames_total']) / 1e6:.2f}M ({minutes(rows[-1]):.1f} min; best {best:.0f})"
+    return f"{minutes(hit):.1f} ({float(hit['frames_total']) / 1e6:.2f}M)"
 
 
 def time_to_score_lines() -> list[str]:
@@ -549,19 +561,13 @@ def time_to_score_lines() -> list[str]:
     given_text = (f"; their commands also give {' '.join(f'`{w}`' for w in given)}, the preset's "
                   f"{'value' if len(given) == 1 else 'values'} now"
                   if given else "")
-    stops = any(w.startswith("eval.target_return=") for w in saved)
-    new = (f"cpu_fast preset: `results/time_to_score`, runs capped at "
-           f"{' '.join(f'`{w}`' for w in words) or 'the whole schedule'} (up to there the training is the full "
-           f"preset run's{given_text}), the `wall_time_train_s` of the first evaluation at or above the threshold"
-           f"{' (`eval.target_return`: the run ends there)' if stops else ''}. " if saved else "")
-    lines = ["<!-- generated by: python benchmarks/learning_runs.py time-to-score; do not edit by hand -->", "",
-             "Minutes of training wall-clock (env steps in brackets) until the deterministic evaluation first reaches "
-             f"the threshold, seeds 1 / 2 / 3. {new}cpu preset: env steps of the 3.02M grid runs (its configuration "
-             f"with a longer schedule) divided by its measured whole-iteration rate (env steps/s: {old}). The two "
-             "middle columns are the cpu_fast preset as it was before: with compiled losses, autograd and fused Adam "
-             "instead of the one-graph step (`results/time_to_score_compiled_losses`, the same protocol; "
-             "`ppo.compile_step=false` gives it), and before that with the reference's 5 x 256 critic and an eager "
-             "collection policy (`results/time_to_score_critic5x256`).", "",
+    new = (f"cpu_fast: `results/time_to_score`, runs capped at {' '.join(f'`{w}`' for w in words) or 'the whole schedule'}"
+           f"{given_text}. " if saved else "")
+    lines = ["Training minutes (env steps) until the first deterministic evaluation at or above the threshold, seeds "
+             f"1 / 2 / 3, measured (`wall_time_train_s`). {new}Compiled losses: the same with `ppo.compile_step=false` "
+             "(`results/time_to_score_compiled_losses`); critic 5 x 256: also with the reference's critic and an eager "
+             "collection policy (`results/time_to_score_critic5x256`). cpu preset: the 3.02M grid runs' env steps "
+             f"divided by that configuration's measured loop rate (env steps/s: {old}), an estimate without refits.", "",
              "| task | threshold | method | cpu_fast preset: minutes (env steps) | cpu_fast, compiled losses | "
              "cpu_fast, critic 5 x 256 | cpu preset: minutes (env steps) |",
              "|---|---|---|---|---|---|---|", *time_to_score_rows()]
@@ -569,7 +575,7 @@ def time_to_score_lines() -> list[str]:
 
 
 def make_time_to_score_table() -> None:
-    write_block(ROOT / "docs" / "performance.md", TTS_START, TTS_END, time_to_score_lines())
+    write_block(PERFORMANCE_MD, TTS_BLOCK, "\n".join(time_to_score_lines()))
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import time
 import warnings
 
 import torch
+from torchrl_gorl.collectors import collect_batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sota-implementations"))
@@ -56,11 +57,11 @@ def measure(task: str, backend: str, envs_per_worker: int, batches: int) -> dict
     collector = U.make_collector(cfg, task, policy, cpu)
     ready = time.perf_counter() - start
     batches_it = iter(collector)
-    U.collect(collector, batches_it, 0, cpu)  # warm-up: first resets, lazy initialisation
+    collect_batch(collector, batches_it, 0, cpu)  # warm-up: first resets, lazy initialisation
     first = time.perf_counter() - start
     frames, sync, start = 0, 0.0, time.perf_counter()
     for i in range(1, batches + 1):
-        frames += U.collect(collector, batches_it, i, cpu).numel()
+        frames += collect_batch(collector, batches_it, i, cpu).numel()
         t = time.perf_counter()
         collector.update_policy_weights_()
         sync += time.perf_counter() - t

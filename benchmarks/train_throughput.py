@@ -40,6 +40,8 @@ import time
 import warnings
 
 import torch
+from torchrl_gorl import config_readers
+from torchrl_gorl.collectors import collect_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -104,7 +106,7 @@ class Loop:
         actor, critic, self.norm = U.make_encoder(self.cfg, obs_dim, act_dim, self.device)
         decoder = U.make_decoder(self.cfg, obs_dim, act_dim, self.device)  # random weights: the full 10-step cost
         self.collector = U.make_collector(self.cfg, task, make_gorl_policy(actor, decoder), self.device)
-        self.ppo = U.make_ppo_update(self.cfg, actor, critic, U.resolve_gamma(self.cfg), self.device, self.norm)
+        self.ppo = U.make_ppo_update(self.cfg, actor, critic, config_readers.resolve_gamma(self.cfg), self.device, self.norm)
         self.batches = iter(self.collector)
         self.seed = 0
         start = time.perf_counter()
@@ -112,11 +114,11 @@ class Loop:
         self.warmup_s = time.perf_counter() - start
 
     def iteration(self) -> tuple[int, float, float]:
-        """One PPO iteration as in ``EncoderRun.train_stage``: returns (env steps, collect s, update s)."""
+        """One PPO iteration as in the loop of gorl_ppo.py: returns (env steps, collect s, update s)."""
         start = time.perf_counter()
         self.seed += 1
-        data = self.U.collect(self.collector, self.batches, self.seed, self.device,
-                              reseed_envs=self.U.full_episode_batches(self.cfg))
+        data = collect_batch(self.collector, self.batches, self.seed, self.device,
+                              reseed_envs=config_readers.full_episode_batches(self.cfg))
         collected = time.perf_counter()
         self.ppo.update(data)
         self.norm.update(data["observation"])
@@ -133,8 +135,8 @@ class Loop:
 
     def update_flops_per_step(self) -> float:
         self.seed += 1
-        data = self.U.collect(self.collector, self.batches, self.seed, self.device,
-                              reseed_envs=self.U.full_episode_batches(self.cfg))
+        data = collect_batch(self.collector, self.batches, self.seed, self.device,
+                              reseed_envs=config_readers.full_episode_batches(self.cfg))
         counter = FlopCounterMode(display=False)
         counter.mod_tracker = _GlobalOnly()  # torch's module tracker cannot hash TensorDictModules
         # counted on the eager losses: the same arithmetic as the compiled ones (``ppo.compile``, ``ppo.compile_step``),

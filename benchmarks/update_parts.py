@@ -34,6 +34,8 @@ import time
 import warnings
 
 import torch
+from torchrl_gorl import config_readers
+from torchrl_gorl.collectors import collect_batch
 
 from train_throughput import Loop, matmul_gflops
 
@@ -68,7 +70,7 @@ def compare_variants(U, cfg, ppo, data, rounds: int = 12) -> None:
     # ppo.compile_step: another PPOUpdate on the same actor and critic (its losses call them directly)
     one_graph_cfg = copy.deepcopy(cfg)
     one_graph_cfg.ppo.compile_step = True
-    one_graph = U.make_ppo_update(one_graph_cfg, ppo.actor, ppo.critic, U.resolve_gamma(cfg), ppo.device,
+    one_graph = U.make_ppo_update(one_graph_cfg, ppo.actor, ppo.critic, config_readers.resolve_gamma(cfg), ppo.device,
                                   ppo.observation_norm)
 
     def restore(update) -> None:
@@ -126,7 +128,7 @@ def main() -> None:
     loop = Loop("cheetah-run", ["preset=cpu_fast", "ppo.compile_step=false", *overrides])
     ppo, cfg = loop.ppo, loop.cfg
     loop.seed += 1
-    data = loop.U.collect(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
+    data = collect_batch(loop.collector, loop.batches, loop.seed, loop.device, reseed_envs=False)
     loop.close()
     torch.set_num_threads(cfg.ppo.num_threads or torch.get_num_threads())
     if "--ab" in sys.argv[1:]:

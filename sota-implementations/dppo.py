@@ -16,7 +16,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from fpo import train_flow_policy  # the same run as fpo.py, with FlowPolicy(record="dppo") and DPPOLoss
+from utils_gorl import train_flow_policy  # fpo.py's run, with FlowPolicy(record="dppo") and DPPOLoss
 
 
 @hydra.main(config_path="config", config_name="dppo", version_base="1.3")

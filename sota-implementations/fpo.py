@@ -17,37 +17,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_flow_policy, make_flow_policy_loss, make_ppo_update, setup
-
-
-def train_flow_policy(cfg: DictConfig, method: str) -> dict:
-    """The whole run of a direct flow-policy baseline; ``method`` is ``"fpo"`` or ``"dppo"`` (dppo.py)."""
-    # ---------------------------------------------------------------- config
-    device, task, gamma, saved = setup(cfg, method=method)
-
-    # ---------------------------------------------------------------- models
-    obs_dim, act_dim = env_dims(cfg, task)
-    policy, critic, observation_norm = make_flow_policy(cfg, obs_dim, act_dim, device, method=method)
-
-    # ---------------------------------------------------------------- collector and eval env
-    collector = make_collector(cfg, task, policy, device)
-    eval_env = make_eval_env(cfg, task, device)
-
-    # ---------------------------------------------------------------- loss: FPOLoss or DPPOLoss
-    loss = make_flow_policy_loss(cfg, policy, critic, method=method)
-    ppo = make_ppo_update(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
-
-    # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo=method.upper(), title=f"{method.upper()} {task}, seed {cfg.env.seed}", task=task,
-                     device=device, dims=(obs_dim, act_dim), policy=policy, actor=policy, critic=critic, ppo=ppo,
-                     collector=collector, eval_env=eval_env)
-    if saved is not None:
-        run.restore(saved)
-
-    # ---------------------------------------------------------------- training: one stage
-    run.train_single_stage()
-    extra = {"ratio": cfg.fpo.ratio} if method == "fpo" else {}
-    return run.finish(algorithm=method, **extra)
+from utils_gorl import train_flow_policy
 
 
 @hydra.main(config_path="config", config_name="fpo", version_base="1.3")

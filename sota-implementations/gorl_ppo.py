@@ -18,28 +18,24 @@ import copy
 
 import hydra
 import torch
-import tqdm
 from omegaconf import DictConfig
 
 from torchrl_gorl import make_gorl_policy
-from torchrl_gorl.training import refit_decoder, save_transitions
+from torchrl_gorl.training import batch_seed, eval_points, refit_decoder, save_transitions
 from utils_gorl import (
-    batch_seed,
     decoder_data,
-    EncoderRun,
     env_dims,
-    iterations_per_stage,
     log,
     make_collector,
-    make_ppo_update,
-    make_eval_env,
     make_decoder,
     make_decoder_loss,
     make_encoder,
-    refit_stages,
+    make_eval_env,
+    make_ppo_update,
+    make_run,
+    make_schedule,
     setup,
     stage_hparams,
-    total_interaction_frames,
 )
 
 
@@ -47,6 +43,7 @@ from utils_gorl import (
 def main(cfg: DictConfig) -> dict:
     # ---------------------------------------------------------------- config
     device, task, gamma, saved = setup(cfg, method="gorl")
+    schedule = make_schedule(cfg)
     seed = cfg.env.seed
 
     # ---------------------------------------------------------------- models
@@ -66,35 +63,44 @@ def main(cfg: DictConfig) -> dict:
     ppo = make_ppo_update(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo="GoRL", title=f"GoRL ({cfg.decoder.type}) {task}, seed {seed}", task=task,
-                     device=device, dims=(obs_dim, act_dim), policy=policy, actor=actor, critic=critic, ppo=ppo,
-                     collector=collector, eval_env=eval_env, decoder=decoder)
-    if saved is not None:
-        run.restore(saved)
+    run = make_run(cfg, algo="GoRL", title=f"GoRL ({cfg.decoder.type}) {task}, seed {seed}", task=task,
+                   device=device, dims=(obs_dim, act_dim), saved=saved, policy=policy, actor=actor, critic=critic,
+                   ppo=ppo, collector=collector, eval_env=eval_env, decoder=decoder)
+    state = run.state  # counters, evaluation history, the stage's best encoder
 
     # ---------------------------------------------------------------- stage loop
-    run.pbar = tqdm.tqdm(total=total_interaction_frames(cfg), initial=run.total_frames(),
-                         disable=not cfg.logger.progress_bar)
-    num_stages = cfg.schedule.num_stages
-    for stage in range(run.progress["stage"], num_stages):
-        # encoder: PPO in latent space against the frozen decoder
-        hparams = stage_hparams(cfg, stage)
+    run.progress_bar(schedule.total_frames, cfg.logger.progress_bar)
+    for stage in range(state.stage, schedule.num_stages):
+        # encoder: PPO in latent space against the frozen decoder, from the initial encoder (encoder.init=scratch)
         reinit = stage > 0 and cfg.encoder.init == "scratch"
+        hparams = stage_hparams(cfg, stage)
         run.start_stage(stage, hparams, initial_encoder if reinit else None)
-        run.train_stage(stage, iterations_per_stage(cfg)[stage], cfg.eval.num_evals, hparams)
+        num_iterations = schedule.iterations[stage]
+        evals = eval_points(num_iterations, cfg.eval.num_evals)
+        for iteration in range(state.iteration, num_iterations):
+            if iteration in evals and run.evaluate(stage, iteration):
+                break  # eval.target_return reached: the run ends with this encoder
+            data = run.collect(batch_seed(seed, stage, iteration, kind=1))  # [num_envs, T], a function of the seed
+            metrics = ppo.update(data)  # GAE under the current critic, then minibatch epochs
+            if observation_norm is not None:  # statistics move after the update: stored log-probs stay valid
+                observation_norm.update(data["observation"])
+            collector.update_policy_weights_()
+            run.end_iteration(stage, iteration, data, metrics, hparams)  # counters, logs, checkpoints, Ctrl-C
+        else:
+            run.evaluate(stage, num_iterations)  # the last update is evaluated too (the reference skips it)
         run.load_best_encoder()  # the best encoder by deterministic evaluation goes on
-        if run.target_reached:  # eval.target_return: the run ends at the first evaluation that reaches it
+        if state.target_reached:
             break
 
-        if stage in refit_stages(cfg):
+        if stage in schedule.refit_stages:
             # decoder data: stochastic latents through the current decoder, pre-squash actions stored
             chunks = []
-            for i in range(cfg.schedule.decoder_data_iterations):
+            for i in range(schedule.decoder_data_iterations):
                 data = run.collect(batch_seed(seed, stage, i, kind=2))
                 chunks.append(decoder_data(cfg, data, ppo))
                 run.add_frames("decoder_data", data.numel())
             dataset = torch.cat(chunks)
-            if cfg.schedule.save_decoder_data:  # offline data for gmpo.py / gmpg.py, as a TorchRL replay buffer
+            if cfg.schedule.save_decoder_data:  # offline data for gmpo.py / gmpg.py
                 save_transitions(dataset, f"datasets/stage{stage}")
 
             # decoder refit: from scratch (same seed every stage, as the reference) or fine-tuned;
@@ -111,20 +117,20 @@ def main(cfg: DictConfig) -> dict:
                                    lr=cfg.refit.lr, max_epochs=cfg.refit.max_epochs, patience=cfg.refit.patience,
                                    val_fraction=cfg.refit.val_fraction, max_samples=cfg.refit.max_samples,
                                    seed=batch_seed(seed, stage, 0, kind=4))
-            if stage + 1 < num_stages:
+            if stage + 1 < schedule.num_stages:
                 decoder.load_state_dict(target.state_dict())
                 collector.update_policy_weights_()
             else:  # no encoder was trained against it: kept for a next stage, not deployed
-                run.last_decoder = target.state_dict()
+                state.last_decoder = target.state_dict()
 
             # logging
             refit = {"stage": stage, "rows": dataset.shape[0], "best_val_loss": result.best_val_loss,
                      "best_epoch": result.best_epoch, "epochs_run": result.epochs_run}
-            run.progress["refits"].append(refit)
-            run.logger.log({f"refit/{k}": v for k, v in refit.items()}, run.total_frames())
-        run.end_stage(stage, num_stages)
+            state.progress["refits"].append(refit)
+            run.logger.log({f"refit/{k}": v for k, v in refit.items()}, state.total_frames)
+        run.end_stage(stage, schedule.num_stages)
 
-    return run.finish(algorithm="gorl_ppo", decoder=cfg.decoder.type)
+    return run.finish(task=task, algorithm="gorl_ppo", decoder=cfg.decoder.type)
 
 
 if __name__ == "__main__":

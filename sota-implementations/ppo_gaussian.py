@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import EncoderRun, env_dims, make_collector, make_eval_env, make_encoder, make_ppo_update, setup
+from utils_gorl import env_dims, make_collector, make_encoder, make_eval_env, make_ppo_update, make_run, setup, train_single_stage
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
@@ -34,15 +34,13 @@ def main(cfg: DictConfig) -> dict:
     ppo = make_ppo_update(cfg, actor, critic, gamma, device, observation_norm)
 
     # ---------------------------------------------------------------- run state, fresh or resumed
-    run = EncoderRun(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
-                     dims=(obs_dim, act_dim), policy=actor, actor=actor, critic=critic, ppo=ppo, collector=collector,
-                     eval_env=eval_env)
-    if saved is not None:
-        run.restore(saved)
+    run = make_run(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
+                   dims=(obs_dim, act_dim), saved=saved, policy=actor, actor=actor, critic=critic, ppo=ppo,
+                   collector=collector, eval_env=eval_env)
 
     # ---------------------------------------------------------------- training: one stage, stage-0 settings
-    run.train_single_stage()
-    return run.finish(algorithm="ppo_gaussian")
+    train_single_stage(run, cfg, num_evals=cfg.eval.num_evals * cfg.schedule.num_stages)
+    return run.finish(task=task, algorithm="ppo_gaussian")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared pieces of the offline scripts (gmpo.py, gmpg.py): config checks, the dataset, IQL critics,
+"""Shared pieces of the offline scripts (gmpo.py, gmpg.py): the dataset, IQL critics,
 supervised fitting, evaluation and outputs. Online pieces (env factory, logger, seeds) come from utils_gorl."""
 from __future__ import annotations
 
@@ -10,59 +10,20 @@ from typing import Any, Callable
 
 import torch
 from tensordict import TensorDictBase
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torchrl.objectives import SoftUpdate
 
 from torchrl_gorl import DiffusionDecoderModule, FlowDecoderModule, IQLCriticLoss, make_iql_critics, make_prior_policy
-from torchrl_gorl.envs import make_env, resolve_task, task_id
+from torchrl_gorl.envs import make_env, task_id
 from torchrl_gorl.training import evaluate_policy, load_transitions, TRANSITION_KEYS
-from config_checks import choice, int_list, positive_float, positive_int
-from utils_gorl import batch_seed, get_device, quiet_logs, RunLogger
+from torchrl_gorl.configs import validate_config
+from utils_gorl import batch_seed, get_device, make_run_logger, quiet_logs
 from utils_gorl import seed_everything, set_threads
-
-
-def validate_offline_config(cfg: DictConfig, method: str) -> None:
-    """Fails at start-up, naming the key."""
-    try:
-        resolve_task(cfg.env.task)
-    except ValueError as err:
-        raise ValueError(f"config key env.task: {err}") from None
-    paths = cfg.dataset.paths
-    if isinstance(paths, str):
-        paths = [paths]
-    if not isinstance(paths, (list, ListConfig)) or not paths:
-        raise ValueError("config key dataset.paths must name at least one dataset (e.g. a GoRL run's "
-                         "datasets/stage0, written with schedule.save_decoder_data=true).")
-    for key in ("dataset.batch_size", "critic.steps", "policy.steps", "eval.num_episodes", "eval.num_envs",
-                "eval.interval", "decoder.num_steps"):
-        positive_int(cfg, key)
-    for key in ("critic.lr", "critic.tau", "policy.lr"):
-        positive_float(cfg, key)
-    positive_float(cfg, "policy.beta", allow_zero=method == "gmpo")  # GMPO with beta 0: behaviour cloning
-    int_list(cfg, "critic.num_cells")
-    int_list(cfg, "decoder.num_cells")
-    if not 0 < cfg.critic.expectile < 1:
-        raise ValueError(f"config key critic.expectile must be in (0, 1), got {cfg.critic.expectile!r}.")
-    if not 0 < cfg.critic.gamma <= 1:
-        raise ValueError(f"config key critic.gamma must be in (0, 1], got {cfg.critic.gamma!r}.")
-    if method == "gmpo":
-        choice(cfg, "decoder.type", ["flow", "diffusion"])
-        if positive_int(cfg, "decoder.num_diffusion_steps") < 2:
-            raise ValueError(f"config key decoder.num_diffusion_steps must be at least 2, got {cfg.decoder.num_diffusion_steps}.")
-        positive_float(cfg, "policy.max_weight")
-        positive_int(cfg, "policy.num_noise_samples")
-    else:
-        choice(cfg, "decoder.type", ["flow"])  # GMPG needs the flow's log-density
-        positive_int(cfg, "behaviour.steps")
-        positive_float(cfg, "behaviour.lr")
-        positive_int(cfg, "policy.batch_size")
-        choice(cfg, "policy.divergence", ["exact", "hutchinson"])
-    choice(cfg, "logger.backend", ["csv", "wandb", "tensorboard", "", None])
 
 
 def setup_offline(cfg: DictConfig, method: str) -> tuple[torch.device, str]:
     quiet_logs()
-    validate_offline_config(cfg, method)
+    validate_config(cfg, method=method)
     set_threads(cfg.num_threads)
     seed_everything(cfg.env.seed)
     return get_device(cfg.device), task_id(cfg.env.task)
@@ -152,7 +113,7 @@ class OfflineRun:
                                 "dataset_return_mean": float(returns.mean()) if returns.numel() else float("nan"),
                                 "dataset_return_std": float(returns.std(correction=0)) if returns.numel() else float("nan")}
         self.eval_env = make_env(task, cfg.eval.num_envs, backend="batched")
-        self.logger = RunLogger(cfg, algo, task)
+        self.logger = make_run_logger(cfg, algo, task)
         self.rows: list[dict[str, Any]] = []
         self.frames_eval = 0
         self.start = time.time()

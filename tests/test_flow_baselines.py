@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -16,9 +15,6 @@ from torchrl_gorl.training import latest_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOTA = ROOT / "sota-implementations"
-sys.path.insert(0, str(SOTA))
-
-import utils_gorl  # noqa: E402
 
 OBS, ACT, B = 5, 3, 64
 
@@ -222,26 +218,6 @@ def test_losses_name_missing_recordings():
         FPOLoss(policy, critic)(data)
     with pytest.raises(KeyError, match='record="dppo"'):
         DPPOLoss(FlowPolicy(policy.flow, record="dppo", sde_sigma=0.1), critic)(data)
-
-
-def _compose(config, *overrides):
-    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
-        return compose(config_name=config, overrides=list(overrides))
-
-
-@pytest.mark.parametrize(
-    "config,override,message",
-    [
-        ("fpo", "fpo.ratio=median", "fpo.ratio must be one of"),
-        ("fpo", "policy.num_cells=[32,0]", r"policy.num_cells\[1\] must be a positive integer"),
-        ("dppo", "dppo.sde_sigma=0.0", "dppo.sde_sigma must be positive"),
-        ("dppo", "dppo.num_finetune_steps=20", "dppo.num_finetune_steps = 20 exceeds policy.num_steps = 10"),
-        ("dppo", "dppo.log_prob_clamp=[2,-5]", "dppo.log_prob_clamp must be null or"),
-    ],
-)
-def test_bad_baseline_config_names_the_key(config, override, message):
-    with pytest.raises(ValueError, match=message):
-        utils_gorl.validate_config(_compose(config, "preset=smoke", override), method=config)
 
 
 # dppo.py runs fpo.py's pipeline (train_flow_policy) with another loss, which the DPPOLoss tests above cover: its

@@ -26,14 +26,12 @@ from torchrl_gorl.envs import (
     PAPER_TASKS,
     PLAYGROUND_TASKS,
 )
+from torchrl_gorl.configs import validate_config
 from torchrl_gorl.envs.playground import INSTALL_HINT, playground_available
 from torchrl_gorl.training import evaluate_policy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOTA = ROOT / "sota-implementations"
-sys.path.insert(0, str(SOTA))
-
-import utils_gorl  # noqa: E402
 
 needs_playground = pytest.mark.skipif(not playground_available(), reason=f"needs the [playground] extra: {INSTALL_HINT}")
 
@@ -105,36 +103,6 @@ def test_missing_extra_names_the_fix(monkeypatch):
 def _compose(*overrides: str):
     with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
         return compose(config_name="gorl_ppo", overrides=["preset=smoke", *overrides])
-
-
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["env.backend=playground", "env.task=CheetahWalk"],
-         "config key env.task: unknown MuJoCo Playground task 'CheetahWalk'"),
-        (["env.backend=playground", "env.task=quadruped-walk"], "config key env.task: unknown MuJoCo Playground task"),
-        (["env.backend=brax"], "config key env.backend must be one of"),
-        (["env.backend=playground", "env.playground_impl=mjx"], "config key env.playground_impl must be one of"),
-    ],
-)
-def test_bad_playground_config_names_the_key(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        utils_gorl.validate_config(_compose(*overrides))
-
-
-def test_playground_config_without_the_extra_names_the_key_and_the_fix(monkeypatch):
-    _hide_playground(monkeypatch)
-    fix = r'config key env.backend=playground needs .*pip install -e "\.\[playground\]"'
-    with pytest.raises(ValueError, match=fix):
-        utils_gorl.validate_config(_compose("env.backend=playground"))
-    utils_gorl.validate_config(_compose())  # dm_control runs need no extra
-
-
-def test_playground_config_accepts_every_playground_name(monkeypatch):
-    monkeypatch.setattr(utils_gorl, "playground_available", lambda: True)  # the names, with or without the extra
-    for name in ("CheetahRun", "cheetah-run", "PointMass", "HumanoidWalk"):
-        utils_gorl.validate_config(_compose("env.backend=playground", f"env.task={name}"))
-    utils_gorl.validate_config(_compose("env.task=PointMass"))  # and dm_control runs them as point_mass-easy
 
 
 # --------------------------------------------------------------------------- the env
@@ -290,6 +258,6 @@ def test_warp_impl_without_warp_names_the_key(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "warp" else find_spec(name, *a))
     cfg = _compose("env.backend=playground", "env.playground_impl=warp")
     with pytest.raises(ValueError, match=r"config key env.playground_impl=warp needs MuJoCo Warp"):
-        utils_gorl.validate_config(cfg)
+        validate_config(cfg)
     with pytest.raises(ModuleNotFoundError, match="impl='warp' needs MuJoCo Warp"):
         make_playground_env("CheetahRun", 1, impl="warp")

@@ -7,56 +7,20 @@ import pathlib
 import subprocess
 import sys
 
+import functools
+
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOTA = ROOT / "sota-implementations"
-sys.path.insert(0, str(SOTA))
-
-import utils_gorl  # noqa: E402
-
-from torchrl_gorl import make_gorl_policy  # noqa: E402
+from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor, ObservationNormalizer
+from torchrl_gorl.collectors import collect_batch, make_collector
+from torchrl_gorl.envs import make_env
 
 CPU = torch.device("cpu")
 TASK = "cheetah-run"
-FOUR_ENVS = ("collector.num_envs=4", "schedule.stage_frames=[4000,4000]")
 NEEDS_RAY = 'needs the [distributed] extra: pip install -e ".[distributed]"'
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
-        return compose(config_name="gorl_ppo", overrides=["preset=smoke", *overrides])
-
-
-# --------------------------------------------------------------------------- start-up errors (no Ray needed)
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["collector.backend=dask"], r"collector.backend must be one of \['local', 'ray'\]"),
-        (["collector.backend=ray", "collector.num_workers=0"],
-         "collector.num_workers must be at least 1 with collector.backend=ray"),
-        (["collector.backend=ray", "collector.num_workers=2", "collector.ray_address=6379"],
-         "collector.ray_address must be null"),
-        (["collector.backend=ray", "collector.num_workers=2", "collector.ray_address=''"],
-         "collector.ray_address must be null"),
-        (["collector.ray_address=auto"], "collector.ray_address = 'auto' is only used with collector.backend=ray"),
-        (["collector.backend=ray", "collector.num_workers=3"], "collector.num_envs = 2 must be a multiple"),
-    ],
-)
-def test_bad_ray_config_names_the_key(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        utils_gorl.validate_config(_compose(*overrides))
-
-
-def test_ray_backend_without_ray_names_the_key_and_the_fix(monkeypatch):
-    find_spec = utils_gorl.importlib.util.find_spec
-    monkeypatch.setattr(utils_gorl.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "ray" else find_spec(name, *args))
-    fix = r'collector.backend=ray needs the ray package: pip install -e "\.\[distributed\]"'
-    with pytest.raises(ValueError, match=fix):
-        utils_gorl.validate_config(_compose("collector.backend=ray", "collector.num_workers=2"))
 
 
 def test_batched_env_seed_chain_continues_into_the_next_worker():
@@ -68,6 +32,12 @@ def test_batched_env_seed_chain_continues_into_the_next_worker():
 
 
 # --------------------------------------------------------------------------- 2 local Ray workers
+def _four_envs(policy, **kwargs):
+    """One full episode of 4 cheetah-run envs per batch."""
+    return make_collector(functools.partial(make_env, TASK, backend="batched"), policy, num_envs=4,
+                          frames_per_batch=4000, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def ray_run():
     """4 envs on 2 Ray workers (two each, so that the seed chain crosses workers), with a random (non-identity)
@@ -75,13 +45,12 @@ def ray_run():
     pytest.importorskip("ray", reason=NEEDS_RAY)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the scripts: a tiny per-step policy on 2 threads crawls on 2 busy cores
-    cfg = _compose(*FOUR_ENVS, "collector.backend=ray", "collector.num_workers=2")
-    obs_dim, act_dim = utils_gorl.env_dims(cfg, TASK)
-    actor, _, norm = utils_gorl.make_encoder(cfg, obs_dim, act_dim, CPU)
-    decoder = utils_gorl.make_decoder(cfg, obs_dim, act_dim, CPU)
+    norm = ObservationNormalizer(17)  # cheetah-run: 17 observations, 6 actions
+    actor = make_latent_actor(17, 6, num_cells=(32, 32), observation_norm=norm)
+    decoder = FlowDecoderModule(17, 6, num_cells=(64, 64), num_steps=10)
     policy = make_gorl_policy(actor, decoder)
-    collector = utils_gorl.make_collector(cfg, TASK, policy, CPU)
-    run = type("RayRun", (), dict(cfg=cfg, actor=actor, norm=norm, decoder=decoder, policy=policy,
+    collector = _four_envs(policy, num_workers=2, backend="ray")
+    run = type("RayRun", (), dict(actor=actor, norm=norm, decoder=decoder, policy=policy,
                                   collector=collector, batches=iter(collector)))
     yield run
     collector.shutdown()
@@ -89,12 +58,12 @@ def ray_run():
 
 
 def test_ray_batches_match_the_local_collectors_and_a_seed_fixes_them(ray_run):
-    local = utils_gorl.make_collector(_compose(*FOUR_ENVS), TASK, ray_run.policy, CPU)  # all envs in this process
+    local = _four_envs(ray_run.policy)  # all envs in this process
     try:
-        expected = utils_gorl.collect(local, iter(local), 11, CPU)
+        expected = collect_batch(local, iter(local), 11, CPU)
     finally:
         local.shutdown()
-    data = utils_gorl.collect(ray_run.collector, ray_run.batches, 11, CPU)
+    data = collect_batch(ray_run.collector, ray_run.batches, 11, CPU)
     assert data.shape == expected.shape == (4, 1000)
     assert set(data.keys(True, True)) == set(expected.keys(True, True))
     for key in expected.keys(True, True):
@@ -105,7 +74,7 @@ def test_ray_batches_match_the_local_collectors_and_a_seed_fixes_them(ray_run):
     assert torch.equal(data["observation"][:, 0], expected["observation"][:, 0])
     # and seeds the workers' sampling too (SeededCollector): the same seed gives the same batch, although
     # this process's RNG has moved on and the workers' RNGs have drawn a whole batch since
-    again = utils_gorl.collect(ray_run.collector, ray_run.batches, 11, CPU)
+    again = collect_batch(ray_run.collector, ray_run.batches, 11, CPU)
     for key in ("observation", "latent", "action", ("next", "reward")):
         assert torch.equal(data[key], again[key]), key
 
@@ -122,7 +91,7 @@ def test_weights_and_observation_statistics_reach_the_workers(ray_run):
     run.norm.update(torch.randn(4000, run.norm.observation_dim) * 3 + 5)
     run.decoder.observation_norm.update(torch.randn(4000, run.norm.observation_dim) * 2 - 1)
     run.collector.update_policy_weights_()
-    data = utils_gorl.collect(run.collector, run.batches, 5, CPU)
+    data = collect_batch(run.collector, run.batches, 5, CPU)
 
     def computed(policy):
         actor, decoder = policy.latent_actor, policy.decoder

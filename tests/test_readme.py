@@ -23,14 +23,11 @@ def test_readme_example_runs():
 def test_every_option_in_the_readme_table_is_a_valid_config():
     """Each row of the README's options table (`append | what it does`) composes and passes the start-up checks
     (with the extras CI installs: Ray and MuJoCo Playground), so no documented command fails at start-up."""
-    import sys
-
     from hydra import compose, initialize_config_dir
 
-    sota = README.parent / "sota-implementations"
-    sys.path.insert(0, str(sota))
-    import utils_gorl
+    from torchrl_gorl.configs import validate_config
 
+    sota = README.parent / "sota-implementations"
     table = README.read_text().split("| append | what it does |", 1)[1].split("\n\n", 1)[0]
     rows = [re.match(r"\| `([^`]+)` \|", line) for line in table.splitlines()[1:]]
     overrides = [row.group(1).split() for row in rows if row]
@@ -45,4 +42,4 @@ def test_every_option_in_the_readme_table_is_a_valid_config():
             continue  # an extra this install lacks (CI installs both); its start-up error is tested where it lives
         with initialize_config_dir(config_dir=str(sota / "config"), version_base="1.3"):
             cfg = compose(config_name="gorl_ppo", overrides=option)
-        utils_gorl.validate_config(cfg)
+        validate_config(cfg)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from torchrl_gorl.collectors import collect_batch
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -16,6 +17,8 @@ sys.path.insert(0, str(SOTA))
 import utils_gorl  # noqa: E402
 from torchrl.checkpoint import Checkpoint  # noqa: E402
 
+from torchrl_gorl import config_readers  # noqa: E402
+from torchrl_gorl.configs import validate_config  # noqa: E402
 from torchrl_gorl.training import clip_and_adam_, load_checkpoint  # noqa: E402
 
 
@@ -181,67 +184,14 @@ def test_unrolled_resume_with_two_workers_is_exact(tmp_path, compiled):
         assert torch.equal(ours["torch_rng"], theirs["torch_rng"])
 
 
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("env.task=cheetah-walk", "env.task: unknown task 'cheetah-walk'"),
-        ("schedule.stage_frames=[4000]", "schedule.stage_frames has 1 entries but schedule.num_stages is 2"),
-        ("collector.num_envs=0", "collector.num_envs must be a positive integer"),
-        ("decoder.num_cells=[32,-4]", r"decoder.num_cells\[1\] must be a positive integer"),
-        ("decoder.type=gan", "decoder.type must be one of"),
-        ("schedule.stage_frames=[500,4000]", r"schedule.stage_frames\[0\] = 500 is less than one PPO iteration"),
-        ("ppo.num_minibatches=3", "ppo.num_minibatches = 3 does not divide"),
-        ("schedule.clip_epsilon=[]", "schedule.clip_epsilon must be a non-empty list"),
-        ("refit.val_fraction=1.5", r"refit.val_fraction must be in \(0, 1\)"),
-        ("schedule.clip_epsilon=[0.2,1.5]", r"schedule.clip_epsilon\[1\] is out of range"),
-        ("refit.max_samples=0", "refit.max_samples must be a positive integer"),
-        ("checkpoint.interval_frames=-5", "checkpoint.interval_frames must be a non-negative integer"),
-        ("collector.unroll_length=0", "collector.unroll_length must be null"),
-        ("collector.unroll_length=300",
-         r"collector.unroll_length = 300: one PPO iteration \(collector.num_envs x unroll_length = 600 env steps\) "
-         r"does not divide schedule.stage_frames\[0\] = 4000"),
-        ("collector.num_workers=3", "collector.num_envs = 2 must be a multiple of collector.num_workers = 3"),
-        ("collector.stagger_episodes=maybe", "collector.stagger_episodes must be true or false, got 'maybe'"),
-        ("ppo.compile=maybe", "ppo.compile must be true or false, got 'maybe'"),
-        ("ppo.compile_step=yes", "ppo.compile_step must be true or false, got 'yes'"),
-        ("collector.compile_policy=1", "collector.compile_policy must be true or false, got 1"),
-        ("eval.target_return=high", "eval.target_return must be null or a number, got 'high'"),
-    ],
-)
-def test_bad_config_names_the_key(override, message):
-    cfg = _compose("preset=smoke", override)
-    with pytest.raises(ValueError, match=message):
-        utils_gorl.validate_config(cfg)
-
-
 def test_compile_step_is_refused_for_other_losses():
     """FPO and DPPO bring their own ``ClipPPOLoss`` subclasses: the one-graph step is refused before any compute."""
-    cfg = _compose("preset=smoke", "ppo.compile_step=true")
-    for method in ("fpo", "dppo"):
-        with pytest.raises(ValueError, match=f"ppo.compile_step=true supports gorl_ppo.py and ppo_gaussian.py only, not {method}"):
-            utils_gorl.validate_config(cfg, method=method)
+    cfg = _compose("preset=smoke", "ppo.compile_step=true")  # its start-up check: tests/test_configs.py
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     loss = utils_gorl.make_latent_ppo_loss(actor, critic)  # any loss passed in: what fpo.py and dppo.py do
     with pytest.raises(ValueError, match="ppo.compile_step=true supports the latent PPO loss"):
         utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm, loss=loss)
-
-
-def test_bad_compile_backend_names_the_key():
-    cfg = _compose("preset=smoke", "ppo.compile=true", "ppo.compile_backend=turbo")
-    with pytest.raises(ValueError, match="ppo.compile_backend = 'turbo' is not a torch.compile backend"):
-        utils_gorl.validate_config(cfg)
-
-
-@pytest.mark.parametrize("key", ["ppo.compile", "ppo.compile_step", "collector.compile_policy"])
-def test_compiling_without_a_cpp_compiler_names_the_key(key, monkeypatch):
-    """Inductor on CPU writes C++: without a compiler on PATH, either switch fails at start-up, naming itself."""
-    monkeypatch.setattr(utils_gorl.shutil, "which", lambda name: None)
-    cfg = _compose("preset=smoke", f"{key}=true")
-    message = rf"config key {key}=true: inductor on CPU needs a C\+\+ compiler .* set {key}=false"
-    with pytest.raises(ValueError, match=message):
-        utils_gorl.validate_config(cfg)
-    utils_gorl.validate_config(_compose("preset=smoke", f"{key}=false"))  # eager needs none
 
 
 def test_compiled_update_matches_eager():
@@ -252,7 +202,7 @@ def test_compiled_update_matches_eager():
     differences on near-zero components move weights by ``lr``."""
     batch = _unrolled_batches(1)[0]
     cfg = _compose("preset=smoke", "collector.unroll_length=400", "ppo.compile=true", "ppo.compile_backend=aot_eager")
-    utils_gorl.validate_config(cfg)
+    validate_config(cfg)
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     ppo = utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm)
@@ -309,7 +259,7 @@ def test_one_graph_step_is_the_standard_step():
                for extra in ([], ["ppo.compile_step=true", "ppo.compile=true", "ppo.compile_backend=aot_eager"])]
     updates = []
     for cfg in configs:
-        utils_gorl.validate_config(cfg)
+        validate_config(cfg)
         torch.manual_seed(0)
         actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
         updates.append(utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm))
@@ -399,7 +349,7 @@ def test_minibatches_replay_torchrl_samplers_stream_and_gather_the_loss_keys_onl
     torch.manual_seed(0)
     actor, critic, norm = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     ppo, other = (utils_gorl.make_ppo_update(cfg, actor, critic, 0.99, torch.device("cpu"), norm) for _ in range(2))
-    rows, minibatches = utils_gorl.frames_per_iteration(cfg), cfg.ppo.num_minibatches
+    rows, minibatches = config_readers.frames_per_iteration(cfg), cfg.ppo.num_minibatches
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(rows), sampler=SamplerWithoutReplacement(),
                                     batch_size=rows // minibatches)
     torch.manual_seed(1)
@@ -439,10 +389,9 @@ def test_target_return_ends_the_run_at_the_first_evaluation_that_reaches_it(tmp_
 
 
 def test_accepts_paper_task_names():
-    utils_gorl.validate_config(_compose("preset=smoke", "env.task=HopperStand"))
-    assert utils_gorl.resolve_gamma(_compose("env.task=FingerSpin")) == 0.95
-    assert utils_gorl.stage_hparams(_compose("env.task=BallInCup"), 0)["latent_prior_coeff"] == 0.0
-    assert utils_gorl.stage_hparams(_compose("env.task=BallInCup"), 3) == {
+    assert config_readers.resolve_gamma(_compose("env.task=FingerSpin")) == 0.95
+    assert config_readers.stage_hparams(_compose("env.task=BallInCup"), 0)["latent_prior_coeff"] == 0.0
+    assert config_readers.stage_hparams(_compose("env.task=BallInCup"), 3) == {
         "clip_epsilon": 0.3, "max_grad_norm": 1.0, "latent_prior_coeff": 1e-3
     }
 
@@ -454,26 +403,26 @@ def test_default_command_runs_the_cpu_fast_preset():
     selectable as ``preset=cpu``, with the reference's critic; ``preset=paper`` keeps the reference's critic too.
     fpo.py and dppo.py under the preset keep the compiled losses (the one-graph step is the latent PPO loss's)."""
     cfg = _compose()
-    utils_gorl.validate_config(cfg)
+    validate_config(cfg)
     assert (cfg.collector.num_envs, cfg.collector.num_workers, cfg.collector.unroll_length) == (32, 2, 250)
     assert cfg.ppo.num_minibatches == 16 and cfg.ppo.compile_step is True and cfg.collector.compile_policy is True
     assert list(cfg.encoder.critic_num_cells) == [256, 256]
     gaussian = _compose(config="ppo_gaussian")
-    utils_gorl.validate_config(gaussian, method="ppo_gaussian")
+    validate_config(gaussian, method="ppo_gaussian")
     assert gaussian.ppo.compile_step is True
     for method in ("fpo", "dppo"):
         baseline = _compose(config=method)
-        utils_gorl.validate_config(baseline, method=method)
+        validate_config(baseline, method=method)
         assert baseline.ppo.compile is True and baseline.ppo.compile_step is False
     for preset in ("cpu", "paper"):
         reference = _compose(f"preset={preset}")
         assert list(reference.encoder.critic_num_cells) == [256] * 5 and reference.collector.compile_policy is False
         assert reference.ppo.compile is False and reference.ppo.compile_step is False
-    assert utils_gorl.frames_per_iteration(cfg) == 8_000
+    assert config_readers.frames_per_iteration(cfg) == 8_000
     assert sum(cfg.schedule.stage_frames) == 2_784_000  # encoder PPO; + 3 refits x 10 iterations of decoder data = 3.02M
-    assert 3 * cfg.schedule.decoder_data_iterations * utils_gorl.frames_per_iteration(cfg) == 240_000
+    assert 3 * cfg.schedule.decoder_data_iterations * config_readers.frames_per_iteration(cfg) == 240_000
     old = _compose("preset=cpu")
-    utils_gorl.validate_config(old)
+    validate_config(old)
     assert old.collector.unroll_length is None and old.collector.num_envs == 8 and old.ppo.compile is False
 
 
@@ -482,17 +431,17 @@ def test_15m_preset_is_the_default_loop_with_every_budget_times_five(tmp_path):
     update, the reference's 2:2:1:1 stage split, at least 15M env steps counting decoder data, and Gaussian PPO at
     the same total, all of it PPO. A few iterations of it run end to end."""
     cfg, default = _compose("preset=cpu_fast_15m", "env.task=hopper-stand"), _compose("env.task=hopper-stand")
-    utils_gorl.validate_config(cfg)
+    validate_config(cfg)
     for group in ("env", "encoder", "decoder", "ppo", "collector", "refit"):
         assert cfg[group] == default[group], group
-    per_iteration = utils_gorl.frames_per_iteration(cfg)
+    per_iteration = config_readers.frames_per_iteration(cfg)
     assert all(frames % per_iteration == 0 for frames in cfg.schedule.stage_frames)
     assert [f // cfg.schedule.stage_frames[-1] for f in cfg.schedule.stage_frames] == [2, 2, 1, 1]
-    total = utils_gorl.total_interaction_frames(cfg)
-    assert total == 5 * utils_gorl.total_interaction_frames(default) == 15_120_000
+    total = config_readers.make_schedule(cfg).total_frames
+    assert total == 5 * config_readers.make_schedule(default).total_frames == 15_120_000
     gaussian = _compose("preset=cpu_fast_15m", "env.task=hopper-stand", config="ppo_gaussian")
-    utils_gorl.validate_config(gaussian, method="ppo_gaussian")
-    assert utils_gorl.total_interaction_frames(gaussian) // per_iteration * per_iteration == total
+    validate_config(gaussian, method="ppo_gaussian")
+    assert config_readers.make_schedule(gaussian).total_frames // per_iteration * per_iteration == total
     assert cfg.eval.num_evals * cfg.schedule.num_stages == 40
     # a few iterations of it: one per stage (8,000 env steps each), eager, short evaluations
     cmd = [sys.executable, str(SOTA / "gorl_ppo.py"), "preset=cpu_fast_15m", "env.task=hopper-stand",
@@ -505,13 +454,6 @@ def test_15m_preset_is_the_default_loop_with_every_budget_times_five(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["task"] == "hopper-stand" and summary["frames_total"] == 4 * 8_000 + 3 * 8_000
     assert [refit["stage"] for refit in summary["refits"]] == [0, 1, 2]
-
-
-def test_paper_preset_matches_the_reference_budgets():
-    cfg = _compose("preset=paper")
-    utils_gorl.validate_config(cfg)
-    assert list(cfg.schedule.stage_frames) == [60_000_000, 60_000_000, 30_000_000, 30_000_000]
-    assert cfg.collector.num_envs == 2048 and cfg.ppo.epochs == 16 and cfg.ppo.num_minibatches == 32
 
 
 def test_resume_with_another_architecture_fails(smoke_run):
@@ -551,13 +493,13 @@ def _unrolled_batches(num_batches: int, *overrides: str, stagger: bool = False):
 
     cfg = _compose("preset=smoke", "collector.unroll_length=400", f"collector.stagger_episodes={str(stagger).lower()}",
                    *overrides)
-    utils_gorl.validate_config(cfg)
+    validate_config(cfg)
     torch.manual_seed(0)
     actor, _, _ = utils_gorl.make_encoder(cfg, 17, 6, "cpu")
     policy = make_gorl_policy(actor, utils_gorl.make_decoder(cfg, 17, 6, "cpu", identity=True))
     collector = utils_gorl.make_collector(cfg, "cheetah-run", policy, torch.device("cpu"))
     batches = iter(collector)
-    out = [utils_gorl.collect(collector, batches, 100 + i, torch.device("cpu"), reseed_envs=False)
+    out = [collect_batch(collector, batches, 100 + i, torch.device("cpu"), reseed_envs=False)
            for i in range(num_batches)]
     collector.shutdown()
     return out
@@ -725,24 +667,6 @@ def test_episode_returns_split_at_done_and_drop_the_incomplete_tail():
     data = TensorDict({"next": {"reward": reward, "done": done}}, batch_size=[6])
     assert utils_offline.episode_returns(data).tolist() == [3.0, 12.0]
     assert utils_offline.episode_returns(data[:1]).numel() == 0
-
-
-@pytest.mark.parametrize(
-    "script,override,message",
-    [
-        ("gmpo", "policy.num_noise_samples=0", "policy.num_noise_samples must be a positive integer"),
-        ("gmpo", "decoder.num_diffusion_steps=1", "decoder.num_diffusion_steps must be at least 2"),
-        ("gmpg", "decoder.type=diffusion", "decoder.type must be one of"),
-        ("gmpg", "critic.expectile=1.5", r"critic.expectile must be in \(0, 1\)"),
-    ],
-)
-def test_offline_bad_config_names_the_key(script, override, message):
-    import utils_offline
-
-    with initialize_config_dir(config_dir=str(SOTA / "config"), version_base="1.3"):
-        cfg = compose(config_name=script, overrides=["dataset.paths=[somewhere]", override])
-    with pytest.raises(ValueError, match=message):
-        utils_offline.validate_offline_config(cfg, script)
 
 
 def test_offline_script_names_a_missing_dataset(tmp_path):

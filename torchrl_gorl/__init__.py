@@ -41,6 +41,8 @@ from torchrl_gorl.objectives import (
     LatentPriorLoss,
     make_latent_ppo_loss,
 )
+from torchrl_gorl import configs  # the scripts' typed configs: importing it stores them in Hydra's ConfigStore
+from torchrl_gorl import config_readers
 
 __version__ = "0.1.0"
 
@@ -67,6 +69,8 @@ __all__ = [
     "TanhActionTransform",
     "ValueNetwork",
     "check_latent_keys",
+    "config_readers",
+    "configs",
     "cosine_alpha_bar",
     "flow_log_prob",
     "flow_sample_log_prob",

@@ -4,17 +4,19 @@ collector with workers that ignore Ctrl-C and whose death stops the run with an 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing.connection
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from queue import Empty
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors import Collector, MultiSyncCollector
-from torchrl.envs import TransformedEnv
+from torchrl.envs import EnvBase, EnvCreator, TransformedEnv
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 #: ``compile_policy`` settings for TorchRL's collectors that keep a collection exact and resumable:
@@ -364,3 +366,133 @@ class MonitoredMultiSyncCollector(MultiSyncCollector):
                     if failure is not None:
                         raise CollectorWorkerDied(failure)
 
+
+
+def make_collector(create_env: Callable[[int], EnvBase], policy: Callable, *, num_envs: int,
+                   frames_per_batch: int, num_workers: int = 0, backend: Literal["local", "ray"] = "local",
+                   full_episodes: bool = True, seed: int | None = None, stagger_episodes: bool = False,
+                   compile_policy: bool = False, device: torch.device | str = "cpu",
+                   env_device: torch.device | str = "cpu", ray_address: str | None = None):
+    """A collector of ``frames_per_batch`` env steps from ``num_envs`` envs per batch, endless.
+
+    ``create_env(n)`` builds ``n`` batched envs and must be picklable (``functools.partial`` of a module-level
+    function): each worker builds its ``num_envs / num_workers``.
+
+    * ``backend="local"``, ``num_workers=0``: a :class:`ResumableCollector` in this process.
+    * ``backend="local"``, ``num_workers > 0``: TorchRL's multi-process sync collector
+      (:class:`MonitoredMultiSyncCollector`: workers that ignore Ctrl-C, and a worker's death raises within seconds,
+      naming it) of :class:`SeededCollector` workers, whose state dicts carry their sampling RNG too.
+    * ``backend="ray"``: ``num_workers`` Ray actors (:func:`make_ray_collector`).
+
+    With ``full_episodes`` every batch is one full episode per env, all envs reset (after reseeding, see
+    :func:`collect_batch`) at each batch: each batch is a function of the policy and the seed alone, which makes
+    resumed runs exact. Otherwise the envs are seeded once with ``seed`` and run on, optionally with their first
+    episodes cut short by random amounts (``stagger_episodes``, :meth:`ResumableCollector.stagger_episodes`); resumed
+    runs are exact through the collector's state dict (carried observations, the envs' physics and random states,
+    each worker's sampling RNG). ``compile_policy`` compiles the policy in the collector (:data:`POLICY_COMPILE`).
+
+    Examples:
+        >>> import functools
+        >>> from torchrl_gorl import make_latent_actor
+        >>> from torchrl_gorl.envs import make_env
+        >>> actor = make_latent_actor(5, 1, latent_key="action")
+        >>> collector = make_collector(functools.partial(make_env, "cartpole-balance", backend="batched"), actor,
+        ...                            num_envs=2, frames_per_batch=20, full_episodes=False, seed=0)
+        >>> collect_batch(collector, iter(collector), seed=1, reseed_envs=False).shape
+        torch.Size([2, 10])
+        >>> collector.shutdown()
+    """
+    if num_envs % max(num_workers, 1):
+        raise ValueError(f"num_workers = {num_workers} must divide num_envs = {num_envs}.")
+    common = dict(frames_per_batch=frames_per_batch, total_frames=-1, reset_at_each_iter=full_episodes,
+                  policy_device=device, env_device=env_device, storing_device=device,
+                  auto_register_policy_transforms=False, compile_policy=POLICY_COMPILE if compile_policy else None)
+    if backend == "ray":
+        collector = make_ray_collector(functools.partial(create_env, num_envs // num_workers), policy,
+                                       num_workers=num_workers, ray_address=ray_address,
+                                       stagger_episodes=stagger_episodes, **common)
+    elif num_workers == 0:
+        collector = ResumableCollector(create_env(num_envs), policy, **common)
+    else:
+        create = EnvCreator(functools.partial(create_env, num_envs // num_workers))
+        collector = MonitoredMultiSyncCollector(
+            [create] * num_workers, policy,
+            collector_class=functools.partial(SeededCollector, stagger_episodes=stagger_episodes), **common)
+    if not full_episodes:  # seeded once: the envs run on, and reseeding resets them
+        collector.set_seed(seed)
+        if backend == "local" and num_workers == 0:  # (the multi-process and Ray workers reset themselves)
+            collector.reset()  # seeding reset the envs: the first observations must be those of the seeded resets
+            if stagger_episodes:
+                collector.stagger_episodes(seed)
+    return collector
+
+
+def make_ray_collector(create_env: Callable[[], EnvBase], policy: Callable, *, num_workers: int,
+                       ray_address: str | None = None, stagger_episodes: bool = False, **common: Any):
+    """``num_workers`` Ray actors, each a collector stepping the envs ``create_env()`` builds, through TorchRL's
+    ``Collector(..., backend="ray")`` (:class:`~torchrl.collectors.distributed.RayCollector`). Its sync mode stacks
+    the workers' batches; :func:`collect_batch` reshapes them to ``[num_envs, T]`` as the local ones. ``common``:
+    the other collector arguments (:func:`make_collector`).
+
+    * Ray: started on this machine (``num_cpus = num_workers``, no dashboard, the workers' output kept in Ray's
+      session logs, ``/tmp/ray/session_latest/logs``) unless this process already runs Ray or ``ray_address``
+      names a cluster. TorchRL's runtime lease stops a Ray it started at ``collector.shutdown()``; after an error,
+      Ray's exit hook does.
+    * Weights: TorchRL's default ``RayWeightSyncScheme`` sends ``TensorDict.from_module(policy)``, buffers included,
+      so every ``update_policy_weights_()`` carries the observation statistics with the parameters. It sends over
+      torch.distributed (gloo) from this process: the workers must reach this machine over TCP.
+    * Seeding: the workers are :class:`SeededCollector` on one torch thread each, so ``collector.set_seed(seed)``
+      seeds their envs (the local collector's seed chain: env ``i`` gets the same seed as in a local run) and their
+      torch RNGs. A batch is then a function of the policy, the seed and ``num_workers`` (each worker draws its own
+      noise, so the actions differ from a local run's).
+    * ``total_frames=-1`` reads as zero frames in RayCollector (0.14.1): endless is ``sys.maxsize`` here.
+    """
+    quiet = {"logging_level": "warning", "log_to_driver": False}  # actor reprs would flood the console
+    # "local": a new instance even where RAY_ADDRESS is set; no ray_address means this machine
+    ray_init = {"address": "local", "num_cpus": num_workers, "include_dashboard": False, **quiet}
+    if ray_address is not None:
+        ray_init = {"address": ray_address, **quiet}
+    remote = {"num_cpus": 1}  # TorchRL's default also reserves 2 GiB of memory and a fifth of a GPU per actor
+    if any(torch.device(common[key]).type == "cuda" for key in ("policy_device", "env_device", "storing_device")):
+        remote["num_gpus"] = 1 / num_workers  # as the local workers, the actors use the run's GPU
+    options = {
+        "collector_class": SeededCollector,
+        "collector_kwargs": {"num_threads": 1, "stagger_episodes": stagger_episodes,
+                             "auto_register_policy_transforms": common.pop("auto_register_policy_transforms", False),
+                             "compile_policy": common.pop("compile_policy", None)},  # compiled in the actor
+        "ray_init_config": ray_init,
+        "remote_configs": remote,
+    }
+    if common.get("total_frames", -1) < 0:
+        common["total_frames"] = sys.maxsize
+    try:
+        collector = Collector(create_env, policy, backend="ray", num_collectors=num_workers, sync=True,
+                              backend_options=options, **common)
+    except ConnectionError as err:
+        if ray_address is None:
+            raise
+        raise ValueError(f"ray_address = {ray_address!r}: cannot connect ({err}). Is the cluster up (ray status), and "
+                         "with Ray's token authentication, is RAY_AUTH_MODE=token set here (docs/scaling.md)?") from err
+    collector.update_policy_weights_()  # joins the weight-sync process group now, not at the first update
+    return collector
+
+
+def collect_batch(collector, iterator: Iterator[TensorDictBase], seed: int, device: torch.device | str = "cpu", *,
+                  reseed_envs: bool = True) -> TensorDictBase:
+    """The next batch of ``iterator`` (``iter(collector)``) as a function of ``seed`` alone: the envs are reseeded
+    and the policy's sampling runs on a torch RNG seeded with ``seed`` (forked, so the training RNG is untouched).
+
+    A freshly built collector consumes the RNG differently on its first batch; seeding each batch makes a resumed
+    run see exactly the episodes of the uninterrupted one. Worker processes seed their own sampling from it too:
+    TorchRL's multi-process collector does (``torch.manual_seed`` in each worker), and so do the Ray actors
+    (:class:`SeededCollector`). ``reseed_envs=False`` (envs that run on across batches) leaves the running envs
+    alone and seeds the sampling only. Returns ``[num_envs, T]``: the multi-worker collectors'
+    ``[workers, envs per worker, T]`` is flattened.
+    """
+    device = torch.device(device)
+    if reseed_envs:
+        collector.set_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        data = next(iterator)
+    return data.reshape(-1, data.shape[-1]) if data.batch_dims > 2 else data

@@ -209,6 +209,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return {**result.values, **{name: holder.value for name, holder in holders.items()}}
 
 
+def check_checkpoint_dir(directory: str | os.PathLike, resume: str | os.PathLike | None = None,
+                         key: str = "checkpoint.dir") -> None:
+    """Refuses to start a run whose checkpoint ``directory`` holds checkpoints it does not resume from: their newer
+    files would outrank, and the rotation would delete, every checkpoint the run writes. ``resume`` is the checkpoint
+    (a file, or a directory: its newest) the run continues from; ``key`` names the setting in the error.
+
+    >>> import tempfile
+    >>> check_checkpoint_dir(tempfile.mkdtemp())  # empty: a fresh run may write there
+    """
+    directory = pathlib.Path(directory)
+    existing = latest_checkpoint(directory) if directory.is_dir() else None
+    if existing is None:
+        return
+    if resume is not None and (not pathlib.Path(resume).is_file()
+                               or existing.resolve() == pathlib.Path(resume).resolve()):
+        return
+    raise ValueError(f"config key {key}: {str(directory.resolve())!r} holds checkpoints up to {existing.name}, of an "
+                     f"earlier run or a later point of this one: resume the latest with checkpoint.resume="
+                     f"{existing.parent.resolve()}, or give this run another {key} (or hydra.run.dir).")
+
+
 def _is_pickle_checkpoint(path: pathlib.Path) -> bool:
     """Whether ``path`` is a :func:`torch.save` file (a zip with a ``data.pkl``, or a legacy raw pickle), looked at
     without unpickling it."""
@@ -277,5 +298,5 @@ def check_writable(directory: str | os.PathLike, what: str) -> pathlib.Path:
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "SafeStateDictAdapter", "atomic_write_bytes",
-           "atomic_write_text", "check_writable", "latest_checkpoint", "load_checkpoint", "remove_temporary_files",
+           "atomic_write_text", "check_checkpoint_dir", "check_writable", "latest_checkpoint", "load_checkpoint", "remove_temporary_files",
            "save_checkpoint"]
