@@ -95,10 +95,14 @@ def verdict() -> str:
     exceeds = abs(ma - mb) > sa + sb
     unfinished = (f" Preliminary: {len(a)} and {len(b)} of {SEEDS_PLANNED} seeds are finished."
                   if min(len(a), len(b)) < SEEDS_PLANNED else "")
+    if min(len(a), len(b)) < 2:  # one seed has no spread: nothing to compare the difference with
+        spread = " (one seed: no spread over seeds to compare it with)"
+    else:
+        spread = (f", {'more' if exceeds else 'less'} than the spread over seeds (the sum of the two sds, "
+                  f"{sa + sb:.0f})")
     return (f"On hopper-stand at 15M env steps (decoder data counted), GoRL (flow) scores {ma:.0f} ± {sa:.0f} and "
             f"Gaussian PPO {mb:.0f} ± {sb:.0f} (mean ± sd over seeds, n={len(a)} and n={len(b)}): GoRL is {ahead} "
-            f"Gaussian PPO by {abs(ma - mb):.0f}, {'more' if exceeds else 'less'} than the spread over seeds "
-            f"(the sum of the two sds, {sa + sb:.0f}), and ahead in {wins} of {len(paired)} paired seeds."
+            f"Gaussian PPO by {abs(ma - mb):.0f}{spread}, and ahead in {wins} of {len(paired)} paired seeds."
             + unfinished)
 
 

@@ -97,6 +97,13 @@ def _write_run(root: pathlib.Path, method: str, seed: int, returns: list[tuple[i
 def test_hopper_report_reads_the_runs(hopper, tmp_path, monkeypatch):
     monkeypatch.setattr(hopper, "RESULTS", tmp_path)
     assert hopper.verdict() == "The hopper-stand runs at 15M env steps are not finished yet."
+    monkeypatch.setattr(hopper, "RESULTS", tmp_path / "one")
+    _write_run(tmp_path / "one", "gorl_flow", 1, [(0, 0, 1.0), (1, 15_000_000, 100.0)], refits=[], std=[])
+    _write_run(tmp_path / "one", "ppo_gaussian", 1, [(0, 0, 1.0), (0, 15_000_000, 10.0)])
+    one = hopper.verdict()  # one seed each: no spread to judge the difference by
+    assert "GoRL is ahead of Gaussian PPO by 90 (one seed: no spread over seeds to compare it with)" in one
+    assert "Preliminary: 1 and 1 of 3 seeds are finished." in one
+    monkeypatch.setattr(hopper, "RESULTS", tmp_path)
     for seed, (a, b) in enumerate([(100, 10), (200, 20), (300, 30)], start=1):
         gorl = [(0, 0, 1.0), (0, 5_000_000, 50.0), (1, 7_000_000, a / 2), (1, 15_120_000, float(a))]
         _write_run(tmp_path, "gorl_flow", seed, gorl, refits=[{"stage": 0, "best_val_loss": 0.25}],
