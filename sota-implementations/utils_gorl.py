@@ -114,6 +114,11 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
         except (CheckpointError, FileNotFoundError) as error:
             raise ValueError(f"config key checkpoint.resume: {error}") from None
     check_checkpoint_dir(cfg.checkpoint.dir, None if saved is None else saved["path"])
+    if saved is not None:  # the same run? Checked before any env, worker or model is built
+        try:
+            config_readers.check_resume_compatible(cfg, saved.get("config") or {})
+        except ValueError as error:
+            raise ValueError(f"checkpoint {saved['path']!r}: {error}") from None
     # outputs: fail now, not at the first checkpoint an hour in; and clear what a killed run's writes left
     check_writable(pathlib.Path.cwd(), "the run directory (hydra.run.dir)")
     check_writable(cfg.checkpoint.dir, "config key checkpoint.dir")
@@ -279,10 +284,10 @@ def make_ppo_update(cfg: DictConfig, actor, critic, gamma: float, device: torch.
 def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int) -> None:
     """A resumed run must be the same run: the same env sizes and the same settings
     (:func:`~torchrl_gorl.config_readers.check_resume_compatible`)."""
-    check_config_version(saved["config"])  # a config of another format: resumed by the code that wrote it
+    check_config_version(saved.get("config") or {})  # another format: resumed by the code that wrote it
     if saved.get("dims") != [obs_dim, act_dim]:
         raise ValueError(f"config key env.task: checkpoint dims {saved.get('dims')} != this task's {[obs_dim, act_dim]}.")
-    config_readers.check_resume_compatible(cfg, saved["config"])
+    config_readers.check_resume_compatible(cfg, saved.get("config") or {})
 
 
 # --------------------------------------------------------------------------- the run: evaluation, logs, checkpoints

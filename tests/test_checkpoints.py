@@ -183,16 +183,23 @@ def test_nan_weights_are_refused_naming_the_component_and_the_tensor(tmp_path):
     assert path.name in result.stderr
 
 
-@pytest.mark.parametrize("overrides,dims,message", [
-    (["env.task=walker-walk"], [24, 6], "config key env.task: checkpoint dims [24, 6] != this task's [17, 6]"),
-    (["env.task=cheetah-run", "ppo.gae_lambda=0.9"], [17, 6],
+@pytest.mark.parametrize("overrides,run_overrides,dims,message", [
+    (["env.task=walker-walk"], [], [24, 6],
+     "config key env.task = 'cheetah-run' does not match the resumed checkpoint's 'walker-walk'"),
+    (["env.task=cheetah-run", "ppo.gae_lambda=0.9"], [], [17, 6],
      "config key ppo.gae_lambda = 0.95 does not match the resumed checkpoint's 0.9"),
-], ids=["another_task", "another_config"])
-def test_checkpoint_of_another_task_or_config_is_refused_before_training(tmp_path, overrides, dims, message):
-    """Checked against the checkpoint's config and dims before any weight is loaded or any env step runs."""
+    (["~config_version"], [], [17, 6], "config key config_version: the checkpoint's config has no config_version"),
+    # the dims are checked once the env is known, after the collector's workers started: the run still exits
+    (["collector.num_workers=2"], ["collector.num_workers=2"], [24, 6],
+     "config key env.task: checkpoint dims [24, 6] != this task's [17, 6]"),
+], ids=["another_task", "another_config", "before_config_version", "other_dims_with_workers"])
+def test_checkpoint_of_another_task_or_config_is_refused_before_training(tmp_path, overrides, run_overrides, dims,
+                                                                         message):
+    """Checked against the checkpoint's config (before any env is built) and dims, before any weight is loaded or
+    any env step runs."""
     saved = {"config": _smoke_config(*overrides), "dims": dims, "actor": torch.nn.Linear(2, 2)}
     path = save_checkpoint(saved, tmp_path / "other", step=1)
-    result = _run(tmp_path / "run", f"checkpoint.resume={path}")
+    result = _run(tmp_path / "run", f"checkpoint.resume={path}", *run_overrides)
     assert result.returncode != 0
     assert message in result.stderr and path.name in result.stderr
     assert "eval return" not in result.stderr

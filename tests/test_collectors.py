@@ -206,3 +206,25 @@ def test_monitored_collector_collects_torchrls_batches():
 
     assert trajectories(runs[1]) == trajectories(runs[0])
     assert not torch.equal(runs[0][0]["observation"], runs[0][1]["observation"])  # the envs ran on
+
+
+def test_an_error_before_shutdown_does_not_hang_the_exit():
+    """A script that fails after building the collector (a refused checkpoint, a crash mid-run) exits with its
+    error: the workers would wait for commands, and ``multiprocessing`` joins them at exit, for ever."""
+    import subprocess
+    import sys
+
+    script = (
+        "import functools\n"
+        "from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor\n"
+        "from torchrl_gorl.collectors import MonitoredMultiSyncCollector\n"
+        "from torchrl_gorl.envs import make_env\n"
+        "if __name__ == '__main__':\n"
+        "    policy = make_gorl_policy(make_latent_actor(17, 6), FlowDecoderModule(17, 6))\n"
+        "    collector = MonitoredMultiSyncCollector([functools.partial(make_env, 'cheetah-run', 2)] * 2, policy,\n"
+        "        frames_per_batch=20, total_frames=-1, auto_register_policy_transforms=False)\n"
+        "    next(iter(collector))\n"
+        "    raise ValueError('refused')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "ValueError: refused" in result.stderr

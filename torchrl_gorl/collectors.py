@@ -3,6 +3,7 @@ process or Ray actor) whose seeding and state cover the policy's sampling too, a
 collector with workers that ignore Ctrl-C and whose death stops the run with an error naming them."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import multiprocessing.connection
@@ -258,6 +259,8 @@ class MonitoredMultiSyncCollector(MultiSyncCollector):
     * The workers ignore SIGINT (:func:`sigint_ignored` while TorchRL starts them, at construction): a Ctrl-C in
       the terminal reaches the main process alone in effect, which can write a last checkpoint (the collector's
       state dict included) before it shuts the collector down. Stop the workers with :meth:`shutdown`.
+    * An error that ends the process before :meth:`shutdown` does not hang its exit: the workers wait for commands
+      and ``multiprocessing`` joins them at exit, so an exit hook shuts the collector down first.
 
     Examples:
         >>> import functools, os, signal, time
@@ -286,6 +289,22 @@ class MonitoredMultiSyncCollector(MultiSyncCollector):
         with sigint_ignored():
             super()._run_processes()
         self.worker_pids = [proc.pid for proc in self.procs]
+        atexit.register(self._shutdown_at_exit)  # runs before multiprocessing's join of the workers (LIFO)
+
+    def _shutdown_at_exit(self) -> None:
+        with contextlib.suppress(Exception):  # the process is ending on an error already
+            self.shutdown()
+
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        atexit.unregister(self._shutdown_at_exit)
+        try:
+            return super().shutdown(*args, **kwargs)
+        finally:
+            # TorchRL leaves its weight-sync schemes to __del__, whose "stop" message may start a queue thread: at
+            # interpreter exit that thread never starts and the process hangs. Stopped here, while it can.
+            for scheme in (getattr(self, "_weight_sync_schemes", None) or {}).values():
+                with contextlib.suppress(Exception):
+                    scheme.shutdown()
 
     def dead_workers(self, timeout: float = 0.0) -> str | None:
         """What ended the workers that are no longer running (``"collector worker 1 (pid 123) died: ..."``, one
