@@ -222,8 +222,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="minimum timed seconds per configuration and round")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="processes for the raw rate")
     parser.add_argument("--raw-steps", type=int, default=20_000, help="raw dm_control steps per process")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"),
-                        help="every measured number as JSON (read by learning_runs.py time-to-score); '' to skip")
+    parser.add_argument("--out", default="",
+                        help="write every measured number as JSON here; learning_runs.py's time-to-score reads "
+                             "benchmarks/results/train_throughput.json, made with --tasks cheetah-run walker-walk "
+                             "finger-spin --rounds 2 --seconds 8 --out benchmarks/results/train_throughput.json")
     args = parser.parse_args()
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("torchrl").setLevel(logging.WARNING)
