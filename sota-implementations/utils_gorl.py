@@ -43,7 +43,7 @@ from torchrl_gorl.config_readers import (
     stage_hparams,
     stagger_episodes,
 )
-from torchrl_gorl.configs import check_config_version, validate_config
+from torchrl_gorl.configs import validate_config
 from torchrl_gorl.envs import make_env, make_single_env, task_id
 from torchrl_gorl.training import (
     batch_seed,
@@ -82,9 +82,8 @@ def quiet_logs() -> None:
 
 
 def set_threads(num_threads: int | None) -> None:
+    """``num_threads`` (typed in the config: a positive integer or null, torch's default)."""
     if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"config key num_threads must be a positive integer or null, got {num_threads!r}.")
         torch.set_num_threads(num_threads)
 
 
@@ -284,10 +283,9 @@ def make_ppo_update(cfg: DictConfig, actor, critic, gamma: float, device: torch.
 def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int) -> None:
     """A resumed run must be the same run: the same env sizes and the same settings
     (:func:`~torchrl_gorl.config_readers.check_resume_compatible`)."""
-    check_config_version(saved.get("config") or {})  # another format: resumed by the code that wrote it
+    config_readers.check_resume_compatible(cfg, saved.get("config") or {})  # the format first, then every key
     if saved.get("dims") != [obs_dim, act_dim]:
         raise ValueError(f"config key env.task: checkpoint dims {saved.get('dims')} != this task's {[obs_dim, act_dim]}.")
-    config_readers.check_resume_compatible(cfg, saved.get("config") or {})
 
 
 # --------------------------------------------------------------------------- the run: evaluation, logs, checkpoints

@@ -195,6 +195,7 @@ def test_hydra_reads_yaml_spellings_of_true(override, key):
         ("env.task=cheetah-walk", "env.task: unknown task 'cheetah-walk'"),
         ("schedule.stage_frames=[4000]", "schedule.stage_frames has 1 entries but schedule.num_stages is 2"),
         ("collector.num_envs=0", "collector.num_envs must be a positive integer, got 0"),
+        ("num_threads=0", "num_threads must be null or a positive integer, got 0"),
         ("decoder.num_cells=[32,-4]", r"decoder.num_cells\[1\] must be a positive integer, got -4"),
         ("schedule.stage_frames=[500,4000]", r"schedule.stage_frames\[0\] = 500 is less than one PPO iteration"),
         ("ppo.num_minibatches=3", "ppo.num_minibatches = 3 does not divide"),
