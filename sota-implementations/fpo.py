@@ -14,15 +14,38 @@ budget, so the comparison is at equal interaction.
 """
 from __future__ import annotations
 
+import functools
+
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import train_flow_policy
+from torchrl_gorl import FPOLoss
+from utils_gorl import clip_loss_kwargs, env_dims, make_baseline_run, make_flow_policy, setup, train_single_stage
 
 
 @hydra.main(config_path="config", config_name="fpo", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    return train_flow_policy(cfg, "fpo")
+    # ---------------------------------------------------------------- config
+    device, task, gamma, saved = setup(cfg, method="fpo")
+
+    # ---------------------------------------------------------------- models
+    obs_dim, act_dim = env_dims(cfg, task)
+    policy, critic, observation_norm = make_flow_policy(  # the flow policy itself is trained
+        cfg, obs_dim, act_dim, device, record="fpo", num_mc_samples=cfg.fpo.num_mc_samples,
+        t_sampling=cfg.fpo.t_sampling, cfm_weighting=cfg.fpo.cfm_weighting)
+
+    # ---------------------------------------------------------------- loss: PPO-clip on exp(CFM loss difference)
+    loss = functools.partial(FPOLoss, ratio=cfg.fpo.ratio, log_ratio_clip=cfg.fpo.log_ratio_clip,
+                             **clip_loss_kwargs(cfg))
+
+    # ---------------------------------------------------------------- collector, eval env, PPO update: fresh or resumed
+    run = make_baseline_run(cfg, algo="FPO", title=f"FPO {task}, seed {cfg.env.seed}", task=task, device=device,
+                            gamma=gamma, saved=saved, dims=(obs_dim, act_dim), policy=policy, critic=critic,
+                            observation_norm=observation_norm, loss=loss)
+
+    # ---------------------------------------------------------------- training: one stage, stage-0 settings
+    train_single_stage(run, cfg)
+    return run.finish(task=task, algorithm="fpo", ratio=cfg.fpo.ratio)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from torchrl_gorl import make_gorl_policy
-from torchrl_gorl.training import batch_seed, eval_points, refit_decoder, save_transitions
+from torchrl_gorl.training import batch_seed, decoder_rows, eval_points, refit_decoder, save_transitions
 from utils_gorl import (
-    decoder_data,
     env_dims,
     log,
     make_collector,
@@ -94,10 +93,12 @@ def main(cfg: DictConfig) -> dict:
 
         if stage in schedule.refit_stages:
             # decoder data: stochastic latents through the current decoder, pre-squash actions stored
+            # (plus the stage critic's advantages for a weighted refit, the transitions when saved)
             chunks = []
             for i in range(schedule.decoder_data_iterations):
                 data = run.collect(batch_seed(seed, stage, i, kind=2))
-                chunks.append(decoder_data(cfg, data, ppo))
+                advantage = ppo.advantages(data) if cfg.schedule.decoder_refit == "weighted" else None
+                chunks.append(decoder_rows(data, advantage=advantage, transitions=cfg.schedule.save_decoder_data))
                 run.add_frames("decoder_data", data.numel())
             dataset = torch.cat(chunks)
             if cfg.schedule.save_decoder_data:  # offline data for gmpo.py / gmpg.py

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from utils_gorl import env_dims, make_collector, make_encoder, make_eval_env, make_ppo_update, make_run, setup, train_single_stage
+from utils_gorl import env_dims, make_baseline_run, make_encoder, setup, train_single_stage
 
 
 @hydra.main(config_path="config", config_name="ppo_gaussian", version_base="1.3")
@@ -24,22 +24,16 @@ def main(cfg: DictConfig) -> dict:
 
     # ---------------------------------------------------------------- models
     obs_dim, act_dim = env_dims(cfg, task)
-    actor, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device, latent_key="action")
+    # GoRL's latent actor writing the action: GoRL's stage 0 with its identity decoder
+    policy, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device, latent_key="action")
 
-    # ---------------------------------------------------------------- collector and eval env
-    collector = make_collector(cfg, task, actor, device)
-    eval_env = make_eval_env(cfg, task, device)
-
-    # ---------------------------------------------------------------- loss
-    ppo = make_ppo_update(cfg, actor, critic, gamma, device, observation_norm)
-
-    # ---------------------------------------------------------------- run state, fresh or resumed
-    run = make_run(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
-                   dims=(obs_dim, act_dim), saved=saved, policy=actor, actor=actor, critic=critic, ppo=ppo,
-                   collector=collector, eval_env=eval_env)
+    # ---------------------------------------------------------------- collector, eval env, PPO update: fresh or resumed
+    run = make_baseline_run(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
+                            gamma=gamma, saved=saved, dims=(obs_dim, act_dim), policy=policy, critic=critic,
+                            observation_norm=observation_norm)
 
     # ---------------------------------------------------------------- training: one stage, stage-0 settings
-    train_single_stage(run, cfg, num_evals=cfg.eval.num_evals * cfg.schedule.num_stages)
+    train_single_stage(run, cfg)
     return run.finish(task=task, algorithm="ppo_gaussian")
 
 

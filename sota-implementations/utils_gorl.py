@@ -1,7 +1,7 @@
 """What the scripts (gorl_ppo.py, ppo_gaussian.py, fpo.py, dppo.py) share: the config turned into objects (envs,
-models, losses, the collector, the PPO update, the schedule) and :class:`Run`, which evaluates, logs and checkpoints
-the loop the scripts write out. The machinery is in the library (:mod:`torchrl_gorl.training`,
-:mod:`torchrl_gorl.collectors`)."""
+models, losses, the collector, the PPO update, the run that evaluates, logs and checkpoints the loop the scripts write
+out) and the baselines' one-stage loop. The machinery is in the library (:mod:`torchrl_gorl.training`,
+:mod:`torchrl_gorl.collectors`, :mod:`torchrl_gorl.config_readers`)."""
 from __future__ import annotations
 
 import functools
@@ -13,19 +13,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-from tensordict import TensorDictBase
-from torchrl.checkpoint import CheckpointError, GlobalRNGState
+from torchrl.checkpoint import GlobalRNGState
 from torchrl.envs import EnvBase
 
 from torchrl_gorl import (
     DiffusionDecoderModule,
     DiffusionLoss,
-    DPPOLoss,
     FlowDecoderModule,
     FlowMatchingLoss,
     FlowPolicy,
-    FPOLoss,
     GMPOLoss,
     LatentPriorLoss,
     make_latent_actor,
@@ -33,13 +31,14 @@ from torchrl_gorl import (
     make_value_network,
     ObservationNormalizer,
 )
-from torchrl_gorl import collectors, config_readers
+from torchrl_gorl import collectors
 from torchrl_gorl.config_readers import (
+    check_resume_compatible,
     frames_per_iteration,
     full_episode_batches,
-    has_runtime_state,
     make_schedule,
     resolve_gamma,
+    resume_caveat,
     stage_hparams,
     stagger_episodes,
 )
@@ -47,16 +46,12 @@ from torchrl_gorl.configs import validate_config
 from torchrl_gorl.envs import make_env, make_single_env, task_id
 from torchrl_gorl.training import (
     batch_seed,
-    check_checkpoint_dir,
-    check_writable,
     eval_points,
-    load_checkpoint,
     PPOUpdate,
-    remove_temporary_files,
+    prepare_run_outputs,
     RunLogger,
     stage_value,
     TrainingRun,
-    TRANSITION_KEYS,
 )
 
 log = logging.getLogger("gorl")
@@ -101,27 +96,10 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
     device = get_device(cfg.device)
     set_threads(cfg.num_threads)
     seed_everything(cfg.env.seed)
-    saved = None
-    if cfg.checkpoint.resume:
-        from hydra.utils import to_absolute_path
-
-        path = to_absolute_path(cfg.checkpoint.resume)  # relative to where the command ran, not the run dir
-        if not pathlib.Path(path).exists():
-            raise ValueError(f"config key checkpoint.resume: no checkpoint at {path!r}.")
-        try:  # tensors, plain containers and JSON only: a checkpoint cannot run code (see load_checkpoint)
-            saved = {**load_checkpoint(path), "path": path}
-        except (CheckpointError, FileNotFoundError) as error:
-            raise ValueError(f"config key checkpoint.resume: {error}") from None
-    check_checkpoint_dir(cfg.checkpoint.dir, None if saved is None else saved["path"])
-    if saved is not None:  # the same run? Checked before any env, worker or model is built
-        try:
-            config_readers.check_resume_compatible(cfg, saved.get("config") or {})
-        except ValueError as error:
-            raise ValueError(f"checkpoint {saved['path']!r}: {error}") from None
-    # outputs: fail now, not at the first checkpoint an hour in; and clear what a killed run's writes left
-    check_writable(pathlib.Path.cwd(), "the run directory (hydra.run.dir)")
-    check_writable(cfg.checkpoint.dir, "config key checkpoint.dir")
-    remove_temporary_files(pathlib.Path.cwd(), cfg.checkpoint.dir)
+    resume = to_absolute_path(cfg.checkpoint.resume) if cfg.checkpoint.resume else None  # from where it ran
+    # the same run? Checked with the outputs, before any env, worker or model is built
+    saved = prepare_run_outputs(pathlib.Path.cwd(), cfg.checkpoint.dir, resume,
+                                check=lambda saved: check_resume_compatible(cfg, saved.get("config") or {}))
     return device, task_id(cfg.env.task), resolve_gamma(cfg), saved
 
 
@@ -179,32 +157,23 @@ def make_decoder(cfg: DictConfig, obs_dim: int, act_dim: int, device, *, identit
     return decoder.reset_to_identity() if identity else decoder
 
 
-def make_flow_policy(cfg: DictConfig, obs_dim: int, act_dim: int, device, method: str):
-    """The direct baselines' flow policy and a critic sharing its observation normaliser (as the reference)."""
+def make_flow_policy(cfg: DictConfig, obs_dim: int, act_dim: int, device, **sampling: Any):
+    """A direct baseline's :class:`~torchrl_gorl.FlowPolicy` (``sampling``: its ``record`` mode and options) and a
+    critic sharing its observation normaliser (as the reference)."""
     flow = FlowDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg.policy.num_cells), num_steps=cfg.policy.num_steps,
                              output_scale=cfg.policy.output_scale, device=device)
-    if method == "fpo":
-        policy = FlowPolicy(flow, record="fpo", num_mc_samples=cfg.fpo.num_mc_samples, t_sampling=cfg.fpo.t_sampling,
-                            cfm_weighting=cfg.fpo.cfm_weighting)
-    else:
-        policy = FlowPolicy(flow, record="dppo", sde_sigma=cfg.dppo.sde_sigma, log_prob_min_std=cfg.dppo.log_prob_min_std,
-                            noise_clip=cfg.dppo.noise_clip)
+    policy = FlowPolicy(flow, **sampling)
     critic = make_value_network(obs_dim, num_cells=tuple(cfg.encoder.critic_num_cells),
                                 observation_norm=flow.observation_norm, device=device)
     # without normalisation the statistics stay at loc 0, scale 1: the normaliser is the identity
     return policy, critic, flow.observation_norm if cfg.encoder.normalize_observations else None
 
 
-def make_flow_policy_loss(cfg: DictConfig, policy, critic, method: str):
-    """FPOLoss or DPPOLoss; the clip range comes from ``schedule.clip_epsilon`` like the other methods'."""
-    common = dict(clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0), critic_coeff=cfg.ppo.critic_coeff,
-                  loss_critic_type=cfg.ppo.loss_critic_type, normalize_advantage=cfg.ppo.normalize_advantage)
-    if method == "fpo":
-        return FPOLoss(policy, critic, ratio=cfg.fpo.ratio, log_ratio_clip=cfg.fpo.log_ratio_clip, **common)
-    clamp = cfg.dppo.log_prob_clamp
-    return DPPOLoss(policy, critic, num_finetune_steps=cfg.dppo.num_finetune_steps, aggregate=cfg.dppo.aggregate,
-                    log_prob_clamp=None if clamp is None else tuple(clamp), denoising_discount=cfg.dppo.denoising_discount,
-                    clip_epsilon_base=cfg.dppo.clip_epsilon_base, **common)
+def clip_loss_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The ``ppo`` section's ``ClipPPOLoss`` arguments, with the clip range of ``schedule.clip_epsilon`` as the
+    other methods (FPOLoss, DPPOLoss)."""
+    return dict(clip_epsilon=stage_value(cfg.schedule.clip_epsilon, 0), critic_coeff=cfg.ppo.critic_coeff,
+                loss_critic_type=cfg.ppo.loss_critic_type, normalize_advantage=cfg.ppo.normalize_advantage)
 
 
 def make_decoder_loss(cfg: DictConfig, decoder):
@@ -214,20 +183,6 @@ def make_decoder_loss(cfg: DictConfig, decoder):
                         num_noise_samples=cfg.refit.num_noise_samples)
     _, loss_cls = DECODERS[cfg.decoder.type]
     return loss_cls(decoder, num_noise_samples=cfg.refit.num_noise_samples)
-
-
-def decoder_data(cfg: DictConfig, data: TensorDictBase, ppo: PPOUpdate) -> TensorDictBase:
-    """Flat decoder-refit rows of a ``[num_envs, T]`` batch: (observation, pre-squash action), plus the
-    stage critic's GAE advantage, standardised per batch, for a weighted refit, and the transition keys
-    for an offline dataset when it is saved."""
-    keys = ["observation", "action"]
-    if cfg.schedule.save_decoder_data:
-        keys += [key for key in TRANSITION_KEYS if key not in keys]
-    rows = data.select(*keys)
-    if cfg.schedule.decoder_refit == "weighted":
-        advantage = ppo.advantages(data)
-        rows.set("advantage", (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6))
-    return rows.reshape(-1)
 
 
 # --------------------------------------------------------------------------- collection
@@ -280,20 +235,12 @@ def make_ppo_update(cfg: DictConfig, actor, critic, gamma: float, device: torch.
                      compile_backend=cfg.ppo.compile_backend, observation_norm=observation_norm, device=device)
 
 
-def check_resume_compatible(cfg: DictConfig, saved: dict[str, Any], obs_dim: int, act_dim: int) -> None:
-    """A resumed run must be the same run: the same env sizes and the same settings
-    (:func:`~torchrl_gorl.config_readers.check_resume_compatible`)."""
-    config_readers.check_resume_compatible(cfg, saved.get("config") or {})  # the format first, then every key
-    if saved.get("dims") != [obs_dim, act_dim]:
-        raise ValueError(f"config key env.task: checkpoint dims {saved.get('dims')} != this task's {[obs_dim, act_dim]}.")
-
-
 # --------------------------------------------------------------------------- the run: evaluation, logs, checkpoints
 def make_run(cfg: DictConfig, *, algo: str, title: str, task: str, device: torch.device, dims: tuple[int, int],
              saved: dict[str, Any] | None, **modules: Any) -> TrainingRun:
     """The run's :class:`~torchrl_gorl.training.TrainingRun` (``modules``: policy, actor, critic, ppo, collector,
     eval_env and GoRL's decoder) from the ``eval``, ``checkpoint`` and ``logger`` sections; resumed from ``saved``
-    after checking that it is a checkpoint of this run (:func:`check_resume_compatible`)."""
+    (whose config :func:`setup` checked) if its env sizes are this run's."""
     rng = GlobalRNGState().state_dict()
     logger = make_run_logger(cfg, algo, task)
     GlobalRNGState().load_state_dict(rng)  # logging backends (wandb) draw random numbers: results must not depend on them
@@ -305,23 +252,32 @@ def make_run(cfg: DictConfig, *, algo: str, title: str, task: str, device: torch
                       started=RUN_STARTED, info={"dims": list(dims)})
     if saved is None:
         return run
-    try:
-        check_resume_compatible(cfg, saved, *dims)
-    except ValueError as error:
-        raise ValueError(f"checkpoint {saved.get('path', '')!r}: {error}") from None
-    if not full_episode_batches(cfg) and (saved.get("collector") is None or not has_runtime_state(cfg)):
-        why = ("the checkpoint has no collector state" if has_runtime_state(cfg)
-               else f"env.backend={cfg.env.backend} with collector.env_backend={cfg.collector.env_backend} has no "
-                    "runtime state to save")
-        log.warning("collector.unroll_length is set but %s: the resumed run starts fresh episodes and does not "
-                    "repeat the uninterrupted run exactly.", why)
+    if saved.get("dims") != list(dims):  # its config is this run's (setup): the env itself changed
+        raise ValueError(f"checkpoint {saved['path']!r}: config key env.task: checkpoint dims {saved.get('dims')} "
+                         f"!= this task's {list(dims)}.")
+    if why := resume_caveat(cfg, saved):
+        log.warning(why)
     run.restore(saved)
     return run
 
 
-def train_single_stage(run: TrainingRun, cfg: DictConfig, num_evals: int) -> None:
-    """The baselines' loop (ppo_gaussian.py, fpo.py, dppo.py): one PPO stage with stage-0 settings for GoRL's whole
-    env-step budget (encoder PPO plus decoder data), evaluated ``num_evals`` times; gorl_ppo.py's encoder stage."""
+def make_baseline_run(cfg: DictConfig, *, algo: str, title: str, task: str, device: torch.device, gamma: float,
+                      saved: dict[str, Any] | None, dims: tuple[int, int], policy, critic,
+                      observation_norm: ObservationNormalizer | None, loss: Callable | None = None) -> TrainingRun:
+    """The baselines' run (ppo_gaussian.py, fpo.py, dppo.py) around their policy, as gorl_ppo.py builds its own: the
+    collector, the evaluation envs, the PPO update on ``loss(policy, critic)`` (by default the latent PPO loss, see
+    :func:`make_ppo_update`) and :func:`make_run`, fresh or resumed."""
+    collector = make_collector(cfg, task, policy, device)
+    eval_env = make_eval_env(cfg, task, device)
+    ppo = make_ppo_update(cfg, policy, critic, gamma, device, observation_norm,
+                          loss=None if loss is None else loss(policy, critic))
+    return make_run(cfg, algo=algo, title=title, task=task, device=device, dims=dims, saved=saved, policy=policy,
+                    actor=policy, critic=critic, ppo=ppo, collector=collector, eval_env=eval_env)
+
+
+def train_single_stage(run: TrainingRun, cfg: DictConfig) -> None:
+    """The baselines' loop: one PPO stage with stage-0 settings for GoRL's whole env-step budget (encoder PPO plus
+    decoder data), evaluated as often as GoRL's stages together; gorl_ppo.py's encoder stage."""
     schedule = make_schedule(cfg).single_stage()
     run.progress_bar(schedule.total_frames, cfg.logger.progress_bar)
     if run.state.stage > 0:  # resumed after the stage: only the final evaluation is left
@@ -329,7 +285,7 @@ def train_single_stage(run: TrainingRun, cfg: DictConfig, num_evals: int) -> Non
     hparams = stage_hparams(cfg, 0)
     run.start_stage(0, hparams)
     num_iterations = schedule.iterations[0]
-    evals = eval_points(num_iterations, num_evals)
+    evals = eval_points(num_iterations, cfg.eval.num_evals * cfg.schedule.num_stages)
     for iteration in range(run.state.iteration, num_iterations):
         if iteration in evals and run.evaluate(0, iteration):
             break
@@ -352,31 +308,3 @@ def make_run_logger(cfg: DictConfig, algo: str, task: str) -> RunLogger:
         wandb_kwargs = {"config": OmegaConf.to_container(cfg, resolve=True), "project": cfg.logger.project,
                         "group": cfg.logger.group, "mode": cfg.logger.wandb_mode}
     return RunLogger(cfg.logger.backend, algo, f"{cfg.logger.exp_name}_{task}", wandb_kwargs=wandb_kwargs)
-
-
-def train_flow_policy(cfg: DictConfig, method: str) -> dict:
-    """The whole run of a direct flow-policy baseline (fpo.py, dppo.py): ``method`` is ``"fpo"`` or ``"dppo"``."""
-    # ---------------------------------------------------------------- config
-    device, task, gamma, saved = setup(cfg, method=method)
-
-    # ---------------------------------------------------------------- models
-    obs_dim, act_dim = env_dims(cfg, task)
-    policy, critic, observation_norm = make_flow_policy(cfg, obs_dim, act_dim, device, method=method)
-
-    # ---------------------------------------------------------------- collector and eval env
-    collector = make_collector(cfg, task, policy, device)
-    eval_env = make_eval_env(cfg, task, device)
-
-    # ---------------------------------------------------------------- loss: FPOLoss or DPPOLoss
-    loss = make_flow_policy_loss(cfg, policy, critic, method=method)
-    ppo = make_ppo_update(cfg, policy, critic, gamma, device, observation_norm, loss=loss)
-
-    # ---------------------------------------------------------------- run state, fresh or resumed
-    run = make_run(cfg, algo=method.upper(), title=f"{method.upper()} {task}, seed {cfg.env.seed}", task=task,
-                   device=device, dims=(obs_dim, act_dim), saved=saved, policy=policy, actor=policy, critic=critic,
-                   ppo=ppo, collector=collector, eval_env=eval_env)
-
-    # ---------------------------------------------------------------- training: one stage
-    train_single_stage(run, cfg, num_evals=cfg.eval.num_evals * cfg.schedule.num_stages)
-    extra = {"ratio": cfg.fpo.ratio} if method == "fpo" else {}
-    return run.finish(task=task, algorithm=method, **extra)

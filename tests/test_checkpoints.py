@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import shlex
 import signal
 import subprocess
@@ -18,7 +19,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torchrl.checkpoint import CheckpointError
 
-from torchrl_gorl.training import latest_checkpoint, load_checkpoint, remove_temporary_files, save_checkpoint
+from torchrl_gorl.training import (
+    latest_checkpoint,
+    load_checkpoint,
+    prepare_run_outputs,
+    remove_temporary_files,
+    save_checkpoint,
+)
 from torchrl_gorl.training.checkpoint import TEMPORARY_MARKERS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -203,6 +210,32 @@ def test_checkpoint_of_another_task_or_config_is_refused_before_training(tmp_pat
     assert result.returncode != 0
     assert message in result.stderr and path.name in result.stderr
     assert "eval return" not in result.stderr
+
+
+def test_prepare_run_outputs_loads_checks_and_clears_in_order(tmp_path):
+    """No hydra: the library's start-up checks. A fresh run gets None; a resume gets the checkpoint with its path once
+    the caller's check passed; each refusal names the key and the file; a killed write's leftovers are cleared."""
+    run_dir, ckpt_dir = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    assert prepare_run_outputs(run_dir, ckpt_dir) is None and ckpt_dir.is_dir()
+    path = save_checkpoint({"config": {"a": 1}, "actor": torch.nn.Linear(2, 2)}, ckpt_dir, step=5)
+    (ckpt_dir / ".checkpoint-000000000009.stage-x").mkdir()  # what a kill during a write leaves
+    seen = []
+    saved = prepare_run_outputs(run_dir, ckpt_dir, ckpt_dir, check=seen.append)
+    assert saved["config"] == {"a": 1} and saved["path"] == str(ckpt_dir) and seen == [saved]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == [path.name]
+    with pytest.raises(ValueError, match="config key checkpoint.resume: no checkpoint at"):
+        prepare_run_outputs(run_dir, ckpt_dir, tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="config key checkpoint.dir: .* holds checkpoints up to"):
+        prepare_run_outputs(tmp_path / "other", ckpt_dir)  # a fresh run would rotate the old run's files away
+
+    def refuse(saved):
+        raise ValueError("config key ppo.lr = 1 does not match")
+
+    with pytest.raises(ValueError, match=re.escape(f"checkpoint '{path}': config key ppo.lr = 1 does not match")):
+        prepare_run_outputs(run_dir, ckpt_dir, path, check=refuse)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match="config key checkpoint.dir: cannot write to"):
+        prepare_run_outputs(run_dir, tmp_path / "file" / "checkpoints")
 
 
 def test_temporary_files_of_an_interrupted_write_are_removed(tmp_path):

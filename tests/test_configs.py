@@ -378,3 +378,17 @@ def test_offline_bad_config_names_the_key(script, override, message):
 
 def test_gmpo_takes_beta_zero_as_behaviour_cloning():
     validate_config(_compose("dataset.paths=[somewhere]", "policy.beta=0", config="gmpo"), method="gmpo")
+
+
+@pytest.mark.parametrize("overrides,saved,caveat", [
+    ([], {}, None),  # full-episode batches: every batch a function of its seed
+    (["collector.unroll_length=250"], {"collector": {}}, None),
+    (["collector.unroll_length=250"], {}, "the checkpoint has no collector state"),
+    (["collector.unroll_length=250", "collector.env_backend=serial"], {"collector": {}},
+     "collector.env_backend=serial has no runtime state to save"),
+])
+def test_resume_caveat_says_when_a_resume_cannot_repeat_the_run(overrides, saved, caveat):
+    from torchrl_gorl.config_readers import resume_caveat
+
+    said = resume_caveat(_compose("preset=smoke", *overrides), saved)
+    assert said == caveat if caveat is None else caveat in said and "does not repeat the uninterrupted run" in said

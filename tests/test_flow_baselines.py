@@ -220,7 +220,7 @@ def test_losses_name_missing_recordings():
         DPPOLoss(FlowPolicy(policy.flow, record="dppo", sde_sigma=0.1), critic)(data)
 
 
-# dppo.py runs fpo.py's pipeline (train_flow_policy) with another loss, which the DPPOLoss tests above cover: its
+# dppo.py is fpo.py with FlowPolicy(record="dppo") and DPPOLoss, which the DPPOLoss tests above cover: its
 # end-to-end run is slow-marked to keep the default suite's time for the Ray and Playground runs. The collection
 # policy is compiled, as in the default preset: the flow policy's noise draws go through the compiled graph.
 @pytest.mark.parametrize("script", ["fpo.py", pytest.param("dppo.py", marks=pytest.mark.slow)])

@@ -210,3 +210,25 @@ def test_a_loop_on_the_training_run_resumes_exactly_from_its_checkpoint(tmp_path
     lines = [(tmp_path / name / "eval.csv").read_text().splitlines() for name in ("whole", "resumed")]
     assert [line.split(",")[columns] for line in lines[0]] == [line.split(",")[columns] for line in lines[1]]
     assert [r.split(",")[8] for r in lines[0][1:]] == [r.split(",")[8] for r in lines[1][1:]]  # the returns
+
+
+def test_decoder_rows_flatten_the_batch_and_standardise_the_advantage():
+    from tensordict import TensorDict
+
+    from torchrl_gorl.training import decoder_rows, TRANSITION_KEYS
+
+    data = TensorDict({"observation": torch.randn(4, 5, 3), "action": torch.randn(4, 5, 2), "sample_log_prob":
+                       torch.zeros(4, 5), "next": {"observation": torch.randn(4, 5, 3), "reward": torch.randn(4, 5, 1),
+                                                   "done": torch.zeros(4, 5, 1, dtype=torch.bool),
+                                                   "terminated": torch.zeros(4, 5, 1, dtype=torch.bool)}}, [4, 5])
+    rows = decoder_rows(data)
+    assert rows.batch_size == (20,) and set(rows.keys()) == {"observation", "action"}
+    assert torch.equal(rows["action"], data["action"].reshape(20, 2))  # env-major, as reshape(-1)
+    advantage = torch.linspace(-3.0, 9.0, 20).view(4, 5, 1)
+    weighted = decoder_rows(data, advantage=advantage)
+    assert abs(weighted["advantage"].mean().item()) < 1e-6 and abs(weighted["advantage"].std().item() - 1) < 1e-5
+    assert torch.equal(weighted["advantage"].argsort(0), advantage.reshape(20, 1).argsort(0))  # order kept
+    constant = decoder_rows(data, advantage=torch.full((4, 5, 1), 2.0))["advantage"]
+    assert torch.isfinite(constant).all() and torch.equal(constant, torch.zeros(20, 1))  # no division by zero
+    saved = decoder_rows(data, transitions=True)
+    assert all(key in saved.keys(True) for key in TRANSITION_KEYS) and "sample_log_prob" not in saved.keys()

@@ -28,6 +28,7 @@ __all__ = [
     "has_runtime_state",
     "make_schedule",
     "resolve_gamma",
+    "resume_caveat",
     "stage_hparams",
     "stagger_episodes",
 ]
@@ -121,3 +122,16 @@ def check_resume_compatible(cfg: DictConfig, saved_config: dict[str, Any]) -> No
             continue
         if now.get(key) != then.get(key):
             raise ValueError(f"config key {key} = {now.get(key)!r} does not match the resumed checkpoint's {then.get(key)!r}.")
+
+
+def resume_caveat(cfg: DictConfig, saved: dict[str, Any]) -> str | None:
+    """Why resuming ``saved`` (a loaded checkpoint of this config) cannot repeat the uninterrupted run exactly, or
+    None if it can: batches that run on across iterations need the envs' state, which some checkpoints lack and some
+    env paths do not expose (:func:`has_runtime_state`)."""
+    if full_episode_batches(cfg) or (saved.get("collector") is not None and has_runtime_state(cfg)):
+        return None
+    why = ("the checkpoint has no collector state" if has_runtime_state(cfg)
+           else f"env.backend={cfg.env.backend} with collector.env_backend={cfg.collector.env_backend} has no "
+                "runtime state to save")
+    return (f"collector.unroll_length is set but {why}: the resumed run starts fresh episodes and does not repeat "
+            "the uninterrupted run exactly.")

@@ -7,12 +7,13 @@ from torchrl_gorl.training.checkpoint import (
     check_writable,
     latest_checkpoint,
     load_checkpoint,
+    prepare_run_outputs,
     remove_temporary_files,
     SafeStateDictAdapter,
     save_checkpoint,
 )
 from torchrl_gorl.training.datasets import load_transitions, save_transitions, TRANSITION_KEYS
-from torchrl_gorl.training.decoder_refit import refit_decoder, RefitResult
+from torchrl_gorl.training.decoder_refit import decoder_rows, refit_decoder, RefitResult
 from torchrl_gorl.training.evaluation import evaluate_policy
 from torchrl_gorl.training.interrupt import StopRequest
 from torchrl_gorl.training.ppo_update import clip_and_adam_, PPOUpdate
@@ -40,10 +41,12 @@ __all__ = [
     "check_checkpoint_dir",
     "check_writable",
     "clip_and_adam_",
+    "decoder_rows",
     "evaluate_policy",
     "latest_checkpoint",
     "load_checkpoint",
     "load_transitions",
+    "prepare_run_outputs",
     "refit_decoder",
     "remove_temporary_files",
     "save_checkpoint",

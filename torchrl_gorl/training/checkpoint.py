@@ -13,7 +13,7 @@ import pathlib
 import pickle  # for its error type only: nothing here unpickles
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -230,6 +230,42 @@ def check_checkpoint_dir(directory: str | os.PathLike, resume: str | os.PathLike
                      f"{existing.parent.resolve()}, or give this run another {key} (or hydra.run.dir).")
 
 
+def prepare_run_outputs(run_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike,
+                        resume: str | os.PathLike | None = None,
+                        check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """What a run checks before it builds anything, so that a bad start fails in seconds and not at the first
+    checkpoint an hour in. In order: loads the checkpoint to ``resume`` (a file, or a directory: its newest), refuses
+    a ``checkpoint_dir`` that holds another run's checkpoints (:func:`check_checkpoint_dir`), calls ``check(saved)``
+    (the caller's test that the checkpoint is this run's: it raises ``ValueError``), probes that ``run_dir`` and
+    ``checkpoint_dir`` are writable, and removes what a killed write left in them (:func:`remove_temporary_files`).
+
+    Errors name the config keys ``checkpoint.resume`` and ``checkpoint.dir`` and the file. Returns the loaded
+    checkpoint (:func:`load_checkpoint`) with its ``"path"``, or None for a fresh run.
+
+    >>> import tempfile
+    >>> prepare_run_outputs(tempfile.mkdtemp(), tempfile.mkdtemp() + "/checkpoints") is None  # a fresh run
+    True
+    """
+    saved = None
+    if resume is not None:
+        if not pathlib.Path(resume).exists():
+            raise ValueError(f"config key checkpoint.resume: no checkpoint at {str(resume)!r}.")
+        try:  # tensors, plain containers and JSON only: a checkpoint cannot run code
+            saved = {**load_checkpoint(resume), "path": str(resume)}
+        except (CheckpointError, FileNotFoundError) as error:
+            raise ValueError(f"config key checkpoint.resume: {error}") from None
+    check_checkpoint_dir(checkpoint_dir, resume)
+    if saved is not None and check is not None:
+        try:
+            check(saved)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {saved['path']!r}: {error}") from None
+    check_writable(run_dir, "the run directory (hydra.run.dir)")
+    check_writable(checkpoint_dir, "config key checkpoint.dir")
+    remove_temporary_files(run_dir, checkpoint_dir)
+    return saved
+
+
 def _is_pickle_checkpoint(path: pathlib.Path) -> bool:
     """Whether ``path`` is a :func:`torch.save` file (a zip with a ``data.pkl``, or a legacy raw pickle), looked at
     without unpickling it."""
@@ -298,5 +334,6 @@ def check_writable(directory: str | os.PathLike, what: str) -> pathlib.Path:
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "SafeStateDictAdapter", "atomic_write_bytes",
-           "atomic_write_text", "check_checkpoint_dir", "check_writable", "latest_checkpoint", "load_checkpoint", "remove_temporary_files",
+           "atomic_write_text", "check_checkpoint_dir", "check_writable", "latest_checkpoint", "load_checkpoint", "prepare_run_outputs",
+           "remove_temporary_files",
            "save_checkpoint"]

@@ -9,6 +9,28 @@ import torch
 from tensordict import TensorDictBase
 
 from torchrl_gorl.objectives.decoder_loss import GenerativeDecoderLoss
+from torchrl_gorl.training.datasets import TRANSITION_KEYS
+
+
+def decoder_rows(data: TensorDictBase, *, advantage: torch.Tensor | None = None,
+                 transitions: bool = False) -> TensorDictBase:
+    """The decoder's training rows of a ``[num_envs, T]`` batch, flattened to ``[num_envs * T]``: (observation,
+    pre-squash action); with ``advantage`` (the stage critic's GAE of the batch, for a GMPO-weighted refit) its values
+    standardised over the batch as ``"advantage"``; with ``transitions`` the keys of an offline dataset
+    (:data:`~torchrl_gorl.training.TRANSITION_KEYS`) too.
+
+    >>> from tensordict import TensorDict
+    >>> data = TensorDict({"observation": torch.zeros(2, 3, 5), "action": torch.zeros(2, 3, 1)}, [2, 3])
+    >>> decoder_rows(data, advantage=torch.arange(6.0).view(2, 3, 1))["advantage"].shape
+    torch.Size([6, 1])
+    """
+    keys = ["observation", "action"]
+    if transitions:
+        keys += [key for key in TRANSITION_KEYS if key not in keys]
+    rows = data.select(*keys)
+    if advantage is not None:
+        rows.set("advantage", (advantage - advantage.mean()) / advantage.std().clamp_min(1e-6))
+    return rows.reshape(-1)
 
 
 @dataclass
