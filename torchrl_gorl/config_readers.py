@@ -1,6 +1,7 @@
 """What a script config (:mod:`torchrl_gorl.configs`) means beyond its values: the quantities derived from several
 keys (env steps per iteration, the stage schedule, a task's discount, whether batches run on across iterations) and
-whether a checkpoint's config is this run's (:func:`check_resume_compatible`).
+whether a checkpoint's config is this run's (:func:`check_resume_compatible`) and whether resuming it repeats the run
+(:func:`resume_caveat`).
 
 >>> from omegaconf import OmegaConf
 >>> cfg = OmegaConf.create({"collector": {"num_envs": 32, "unroll_length": 250}})
