@@ -96,14 +96,13 @@ def verdict() -> str:
     unfinished = (f" Preliminary: {len(a)} and {len(b)} of {SEEDS_PLANNED} seeds are finished."
                   if min(len(a), len(b)) < SEEDS_PLANNED else "")
     if min(len(a), len(b)) < 2:  # one seed has no spread: nothing to compare the difference with
-        spread = " (one seed: no spread over seeds to compare it with)"
+        compared = " (one seed: no spread over seeds to compare it with)"
     else:
-        spread = (f", {'more' if exceeds else 'less'} than the spread over seeds (the sum of the two sds, "
-                  f"{sa + sb:.0f})")
-    return (f"On hopper-stand at 15M env steps (decoder data counted), GoRL (flow) scores {ma:.0f} ± {sa:.0f} and "
-            f"Gaussian PPO {mb:.0f} ± {sb:.0f} (mean ± sd over seeds, n={len(a)} and n={len(b)}): GoRL is {ahead} "
-            f"Gaussian PPO by {abs(ma - mb):.0f}{spread}, and ahead in {wins} of {len(paired)} paired seeds."
-            + unfinished)
+        compared = (f", {'more' if exceeds else 'less'} than the spread over seeds (the sum of the two sds, "
+                    f"{sa + sb:.0f})")
+    return (f"On hopper-stand at 15M env steps (decoder data counted), GoRL (flow) scores {spread(a)} and "
+            f"Gaussian PPO {spread(b)} (mean ± sd over n seeds): GoRL is {ahead} Gaussian PPO by "
+            f"{abs(ma - mb):.0f}{compared}, and ahead in {wins} of {len(paired)} paired seeds." + unfinished)
 
 
 def latent_std(method: str, seed: int) -> tuple[np.ndarray, np.ndarray] | None:

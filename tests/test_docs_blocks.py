@@ -103,6 +103,7 @@ def test_hopper_report_reads_the_runs(hopper, tmp_path, monkeypatch):
     one = hopper.verdict()  # one seed each: no spread to judge the difference by
     assert "GoRL is ahead of Gaussian PPO by 90 (one seed: no spread over seeds to compare it with)" in one
     assert "Preliminary: 1 and 1 of 3 seeds are finished." in one
+    assert "GoRL (flow) scores 100 (n=1) and Gaussian PPO 10 (n=1)" in one and "± 0" not in one  # no sd of one seed
     monkeypatch.setattr(hopper, "RESULTS", tmp_path)
     for seed, (a, b) in enumerate([(100, 10), (200, 20), (300, 30)], start=1):
         gorl = [(0, 0, 1.0), (0, 5_000_000, 50.0), (1, 7_000_000, a / 2), (1, 15_120_000, float(a))]
@@ -118,7 +119,7 @@ def test_hopper_report_reads_the_runs(hopper, tmp_path, monkeypatch):
            "1.00-3.00 | 80 |" in table
     assert "| Gaussian PPO | 1 ± 0 (n=3) | 1 ± 0 (n=3) | 10 ± 5 (n=3) |" in table
     sentence = hopper.verdict()
-    assert "GoRL (flow) scores 100 ± 50 and Gaussian PPO 10 ± 5" in sentence
+    assert "GoRL (flow) scores 100 ± 50 (n=3) and Gaussian PPO 10 ± 5 (n=3) (mean ± sd over n seeds)" in sentence
     assert "GoRL is ahead of Gaussian PPO by 90, more than the spread over seeds (the sum of the two sds, 55)" in sentence
     assert "ahead in 3 of 3 paired seeds" in sentence and "Preliminary" not in sentence
     why = hopper.why().splitlines()
