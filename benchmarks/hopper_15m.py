@@ -27,6 +27,7 @@ from docblocks import ROOT, write_block  # noqa: E402
 RESULTS = ROOT / "results" / "hopper_15m" / "hopper-stand"
 FIGURE = ROOT / "docs" / "img" / "hopper_15m.png"
 DECODER_FIGURE = ROOT / "docs" / "img" / "hopper_decoder.png"
+DECODER_STATS = RESULTS.parent / "decoder_actions.json"  # written by the decoder command with its figure
 RESULTS_MD, README = ROOT / "docs" / "results.md", ROOT / "README.md"
 METHODS = {"gorl_flow": "GoRL (flow)", "ppo_gaussian": "Gaussian PPO", "gorl_diffusion": "GoRL (diffusion)",
            "fpo": "FPO"}
@@ -141,11 +142,29 @@ def why(method: str = "gorl_flow") -> str:
     return "\n".join(lines)
 
 
+def decoder_table(path: pathlib.Path | None = None) -> str:
+    """Per state of the decoder figure: the share of action components at the bound (``|tanh(a)| > 0.99``) for the
+    decoder on ``N(0, I)`` latents, GoRL's policy and the Gaussian policy (``decoder_actions.json``)."""
+    path = path or DECODER_STATS
+    if not path.exists():
+        return "The decoder figure has not been made yet."
+    stats = json.loads(path.read_text())
+    lines = [f"Runs: GoRL `{stats['gorl_run']}` (its final decoder and encoder), Gaussian PPO `{stats['ppo_run']}`; "
+             f"{stats['num_samples']} samples per state.", "",
+             "| state (step of one GoRL episode) | decoder, z ~ N(0, I) | GoRL policy | Gaussian PPO policy |",
+             "|---|---|---|---|"]
+    for i, step in enumerate(stats["state_steps"]):
+        shares = [stats[key][i] for key in ("decoder_at_bound", "gorl_policy_at_bound", "gaussian_at_bound")]
+        lines.append(f"| {step} | " + " | ".join(f"{share:.0%}" for share in shares) + " |")
+    return "\n".join(lines)
+
+
 def blocks() -> dict[tuple[pathlib.Path, str], str]:
     """Every generated block this script owns, by (file, name)."""
     sentence = verdict()
     return {(RESULTS_MD, "hopper-15m-verdict"): sentence, (README, "hopper-15m-verdict"): sentence,
-            (RESULTS_MD, "hopper-15m-table"): table(), (RESULTS_MD, "hopper-15m-why"): why()}
+            (RESULTS_MD, "hopper-15m-table"): table(), (RESULTS_MD, "hopper-15m-why"): why(),
+            (RESULTS_MD, "hopper-15m-decoder"): decoder_table()}
 
 
 def plot(path: pathlib.Path = FIGURE) -> None:
@@ -204,7 +223,9 @@ def main() -> None:
     else:
         from hopper_decoder import plot_decoder  # needs the runs' checkpoints (outputs/, not committed)
 
-        plot_decoder(pathlib.Path(args.gorl_run), pathlib.Path(args.ppo_run), DECODER_FIGURE)
+        stats = plot_decoder(pathlib.Path(args.gorl_run), pathlib.Path(args.ppo_run), DECODER_FIGURE)
+        DECODER_STATS.write_text(json.dumps(stats, indent=1) + "\n")
+        print(f"wrote {DECODER_STATS.relative_to(ROOT)}; now run: python benchmarks/hopper_15m.py report")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from torchrl_gorl.training import load_checkpoint
 STATE_STEPS = (0, 30, 150, 900)
 NUM_SAMPLES = 2000
 DIMS = (0, 1)
+#: an action component beyond this (after tanh) is at the bound: a pre-squash value beyond 2.65
+BOUND = 0.99
 
 
 def _actor(saved: dict, obs_dim: int, act_dim: int, latent_key: str):
@@ -43,7 +45,10 @@ def _decoder(saved: dict, obs_dim: int, act_dim: int):
 
 
 @torch.no_grad()
-def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Path) -> None:
+def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Path) -> dict:
+    """Draws the figure at ``path``; returns, per state, the share of action components (all dims, after ``tanh``)
+    beyond ``BOUND`` for the decoder on ``N(0, I)`` latents, for GoRL's policy (its encoder's stochastic latents
+    through the decoder) and for the Gaussian policy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,10 +66,18 @@ def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Pa
     states = rollout["observation"][0, list(STATE_STEPS)]
     torch.manual_seed(0)
     fig, axes = plt.subplots(1, len(STATE_STEPS), figsize=(3.2 * len(STATE_STEPS), 3.4), sharex=True, sharey=True)
+    stats = {"gorl_run": "/".join(gorl_run.parts[-2:]), "ppo_run": "/".join(ppo_run.parts[-2:]),
+             "state_steps": list(STATE_STEPS), "num_samples": NUM_SAMPLES, "bound": BOUND,
+             "decoder_at_bound": [], "gorl_policy_at_bound": [], "gaussian_at_bound": []}
     for ax, step, state in zip(axes, STATE_STEPS, states):
         obs = state.expand(NUM_SAMPLES, -1)
         prior = torch.tanh(decoder.decode(obs, torch.randn(NUM_SAMPLES, act_dim)))
         policy = torch.tanh(gaussian(TensorDict({"observation": obs}, [NUM_SAMPLES]))["action"])
+        latent = actor(TensorDict({"observation": obs}, [NUM_SAMPLES]))["latent"]  # GoRL's stochastic latents
+        gorl_actions = torch.tanh(decoder.decode(obs, latent))
+        for key, actions in (("decoder_at_bound", prior), ("gorl_policy_at_bound", gorl_actions),
+                             ("gaussian_at_bound", policy)):
+            stats[key].append(round((actions.abs() > BOUND).float().mean().item(), 4))
         ax.scatter(*policy[:, DIMS].T.numpy(), s=2, alpha=0.25, color="tab:orange", label="Gaussian PPO policy")
         ax.scatter(*prior[:, DIMS].T.numpy(), s=2, alpha=0.25, color="tab:blue", label="decoder, z ~ N(0, I)")
         ax.set_title(f"state at step {step}")
@@ -81,3 +94,4 @@ def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     print(f"wrote {path}: {len(STATE_STEPS)} states, {NUM_SAMPLES} samples each, action dims {DIMS}")
+    return stats

@@ -125,3 +125,14 @@ def test_hopper_report_reads_the_runs(hopper, tmp_path, monkeypatch):
     why = hopper.why().splitlines()
     assert why[2] == "| 1 | 0 | 1 | 50 | identity | 0.50 |"
     assert why[3] == "| 1 | 1 | 50 (+0) | 100 | 0.250 | 0.80 |"
+
+
+def test_hopper_decoder_table_reads_its_json(hopper, tmp_path):
+    path = tmp_path / "decoder_actions.json"
+    assert hopper.decoder_table(path) == "The decoder figure has not been made yet."
+    path.write_text(json.dumps({"gorl_run": "gorl_flow/seed2", "ppo_run": "ppo_gaussian/seed1", "state_steps": [0, 900],
+                                "num_samples": 10, "bound": 0.99, "decoder_at_bound": [0.5, 0.25],
+                                "gorl_policy_at_bound": [1.0, 0.0], "gaussian_at_bound": [0.1, 0.125]}))
+    lines = hopper.decoder_table(path).splitlines()
+    assert lines[0].startswith("Runs: GoRL `gorl_flow/seed2`") and "Gaussian PPO `ppo_gaussian/seed1`" in lines[0]
+    assert lines[-2:] == ["| 0 | 50% | 100% | 10% |", "| 900 | 25% | 0% | 12% |"]
