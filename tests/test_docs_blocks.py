@@ -136,3 +136,34 @@ def test_hopper_decoder_table_reads_its_json(hopper, tmp_path):
     lines = hopper.decoder_table(path).splitlines()
     assert lines[0].startswith("Runs: GoRL `gorl_flow/seed2`") and "Gaussian PPO `ppo_gaussian/seed1`" in lines[0]
     assert lines[-2:] == ["| 0 | 50% | 100% | 10% |", "| 900 | 25% | 0% | 12% |"]
+
+
+def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, monkeypatch):
+    assert hopper.balanced_std(0.02) == pytest.approx(1.0) and hopper.balanced_std(5e-4) == pytest.approx(40 ** 0.5)
+    monkeypatch.setattr(hopper, "RESULTS", tmp_path)
+    assert hopper.remedy().endswith("Its runs have not been made yet.")
+    for seed, (base, fix) in enumerate([(100, 150), (200, 180), (300, 400)], start=1):
+        _write_run(tmp_path, "gorl_flow", seed, [(0, 0, 1.0), (3, 15_000_000, float(base))], refits=[])
+        if seed < 3:
+            _write_run(tmp_path, "gorl_flow_unit_latent", seed, [(0, 0, 1.0), (3, 15_000_000, float(fix))], refits=[])
+    partial = hopper.remedy()  # ahead on the mean of 2 seeds, but 2 of 3 seeds are not yet finished
+    assert "ahead in 1 of 2 paired seeds" in partial and "the reference schedule stays the default" in partial
+    assert "2 of 3 paired seeds are finished" in partial
+    _write_run(tmp_path, "gorl_flow_unit_latent", 3, [(0, 0, 1.0), (3, 15_000_000, 400.0)], refits=[])
+    adopted = hopper.remedy()  # mean 243 against 200, and 2 of 3 seeds
+    assert "scores 243 ± 137 (n=3) against 200 ± 100 (n=3), ahead in 2 of 3 paired seeds" in adopted
+    assert "so it becomes the default" in adopted
+
+
+def test_the_remedy_run_is_a_valid_config():
+    from hydra import compose, initialize_config_dir
+
+    from torchrl_gorl.configs import validate_config
+
+    import learning_runs
+
+    script, overrides = learning_runs.METHODS["gorl_flow_unit_latent"]
+    with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
+        cfg = compose(script.removesuffix(".py"), ["preset=cpu_fast_15m", "env.task=hopper-stand", *overrides])
+    validate_config(cfg, method="gorl")
+    assert list(cfg.schedule.latent_prior_coeff) == [0.02, 0.02]
