@@ -6,6 +6,7 @@ directories of ``preset=cpu_fast_15m`` (their ``checkpoints/`` hold the final mo
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -45,7 +46,7 @@ def _decoder(saved: dict, obs_dim: int, act_dim: int):
 
 
 @torch.no_grad()
-def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Path) -> dict:
+def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Path) -> dict[str, Any]:
     """Draws the figure at ``path``; returns, per state, the share of action components (all dims, after ``tanh``)
     beyond ``BOUND`` for the decoder on ``N(0, I)`` latents, for GoRL's policy (its encoder's stochastic latents
     through the decoder) and for the Gaussian policy."""

@@ -56,7 +56,7 @@ METHODS = {
     "dppo": ("dppo.py", []),
 }
 # ablations beside the grid: they may stop short of the grid's budget without shortening the table's columns
-ABLATIONS = ("gorl_flow_weighted",)
+ABLATIONS = ("gorl_flow_weighted", "gorl_flow_unit_latent")
 LABELS = {"gorl_flow": "GoRL (flow)", "gorl_diffusion": "GoRL (diffusion)",
           "gorl_flow_weighted": "GoRL (flow, GMPO-weighted refit)",
           "gorl_flow_unit_latent": "GoRL (flow, latent prior 0.02)", "ppo_gaussian": "Gaussian PPO",

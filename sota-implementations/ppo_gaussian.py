@@ -28,9 +28,9 @@ def main(cfg: DictConfig) -> dict:
     policy, critic, observation_norm = make_encoder(cfg, obs_dim, act_dim, device, latent_key="action")
 
     # ---------------------------------------------------------------- collector, eval env, PPO update: fresh or resumed
-    run = make_baseline_run(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task, device=device,
-                            gamma=gamma, saved=saved, dims=(obs_dim, act_dim), policy=policy, critic=critic,
-                            observation_norm=observation_norm)
+    run = make_baseline_run(cfg, algo="PPO", title=f"Gaussian PPO {task}, seed {cfg.env.seed}", task=task,
+                            device=device, gamma=gamma, saved=saved, dims=(obs_dim, act_dim), policy=policy,
+                            critic=critic, observation_norm=observation_norm)
 
     # ---------------------------------------------------------------- training: one stage, stage-0 settings
     train_single_stage(run, cfg)

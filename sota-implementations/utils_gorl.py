@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from tensordict.nn import TensorDictModuleBase
 from torchrl.checkpoint import GlobalRNGState
 from torchrl.envs import EnvBase
+from torchrl.objectives import LossModule
 
 from torchrl_gorl import (
     DiffusionDecoderModule,
@@ -99,7 +101,7 @@ def setup(cfg: DictConfig, *, method: str) -> tuple[torch.device, str, float, di
     resume = to_absolute_path(cfg.checkpoint.resume) if cfg.checkpoint.resume else None  # from where it ran
     # the same run? Checked with the outputs, before any env, worker or model is built
     saved = prepare_run_outputs(pathlib.Path.cwd(), cfg.checkpoint.dir, resume,
-                                check=lambda saved: check_resume_compatible(cfg, saved.get("config") or {}))
+                                check=lambda checkpoint: check_resume_compatible(cfg, checkpoint.get("config") or {}))
     return device, task_id(cfg.env.task), resolve_gamma(cfg), saved
 
 
@@ -262,8 +264,10 @@ def make_run(cfg: DictConfig, *, algo: str, title: str, task: str, device: torch
 
 
 def make_baseline_run(cfg: DictConfig, *, algo: str, title: str, task: str, device: torch.device, gamma: float,
-                      saved: dict[str, Any] | None, dims: tuple[int, int], policy, critic,
-                      observation_norm: ObservationNormalizer | None, loss: Callable | None = None) -> TrainingRun:
+                      saved: dict[str, Any] | None, dims: tuple[int, int], policy: TensorDictModuleBase,
+                      critic: TensorDictModuleBase, observation_norm: ObservationNormalizer | None,
+                      loss: Callable[[TensorDictModuleBase, TensorDictModuleBase], LossModule] | None = None,
+                      ) -> TrainingRun:
     """The baselines' run (ppo_gaussian.py, fpo.py, dppo.py) around their policy, as gorl_ppo.py builds its own: the
     collector, the evaluation envs, the PPO update on ``loss(policy, critic)`` (by default the latent PPO loss, see
     :func:`make_ppo_update`) and :func:`make_run`, fresh or resumed."""

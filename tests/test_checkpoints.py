@@ -231,8 +231,10 @@ def test_prepare_run_outputs_loads_checks_and_clears_in_order(tmp_path):
     def refuse(saved):
         raise ValueError("config key ppo.lr = 1 does not match")
 
+    (ckpt_dir / ".checkpoint-000000000009.stage-y").mkdir()
     with pytest.raises(ValueError, match=re.escape(f"checkpoint '{path}': config key ppo.lr = 1 does not match")):
         prepare_run_outputs(run_dir, ckpt_dir, path, check=refuse)
+    assert (ckpt_dir / ".checkpoint-000000000009.stage-y").exists()  # a refused start deletes nothing
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError, match="config key checkpoint.dir: cannot write to"):
         prepare_run_outputs(run_dir, tmp_path / "file" / "checkpoints")

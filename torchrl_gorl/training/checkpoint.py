@@ -239,8 +239,10 @@ def prepare_run_outputs(run_dir: str | os.PathLike, checkpoint_dir: str | os.Pat
     (the caller's test that the checkpoint is this run's: it raises ``ValueError``), probes that ``run_dir`` and
     ``checkpoint_dir`` are writable, and removes what a killed write left in them (:func:`remove_temporary_files`).
 
-    Errors name the config keys ``checkpoint.resume`` and ``checkpoint.dir`` and the file. Returns the loaded
-    checkpoint (:func:`load_checkpoint`) with its ``"path"``, or None for a fresh run.
+    Errors name the script settings ``checkpoint.resume``, ``checkpoint.dir`` and ``hydra.run.dir`` (the library's
+    own scripts; other callers read them as "the checkpoint to resume", "the checkpoint directory", "the run
+    directory") and the path given. Returns the loaded checkpoint (:func:`load_checkpoint`) with its ``"path"``, or
+    None for a fresh run.
 
     >>> import tempfile
     >>> prepare_run_outputs(tempfile.mkdtemp(), tempfile.mkdtemp() + "/checkpoints") is None  # a fresh run
@@ -333,7 +335,17 @@ def check_writable(directory: str | os.PathLike, what: str) -> pathlib.Path:
     return directory
 
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "SafeStateDictAdapter", "atomic_write_bytes",
-           "atomic_write_text", "check_checkpoint_dir", "check_writable", "latest_checkpoint", "load_checkpoint", "prepare_run_outputs",
-           "remove_temporary_files",
-           "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "SafeStateDictAdapter",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_checkpoint_dir",
+    "check_writable",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "prepare_run_outputs",
+    "remove_temporary_files",
+    "save_checkpoint",
+]
