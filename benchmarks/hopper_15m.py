@@ -7,6 +7,8 @@ table, verdict and per-stage diagnosis in docs/results.md and the README, rebuil
     python benchmarks/hopper_15m.py report                   # docs/img/hopper_15m.png and the generated blocks
     python benchmarks/hopper_15m.py decoder outputs/hopper_15m/hopper-stand/gorl_flow/seed1 \\
         outputs/hopper_15m/hopper-stand/ppo_gaussian/seed1   # docs/img/hopper_decoder.png from the final checkpoints
+    python benchmarks/hopper_15m.py boundaries outputs/hopper_15m/hopper-stand/gorl_flow/seed3 CHECKPOINTS
+        # what each refit hands the next stage, from every checkpoint the run wrote (copied as they were written)
 
 Every number in the blocks comes from ``results/hopper_15m/hopper-stand/<method>/seed<k>/`` (``eval.csv``,
 ``summary.json``, ``train_log.csv``); ``tests/test_docs_blocks.py`` checks the blocks against a regeneration.
@@ -28,6 +30,7 @@ RESULTS = ROOT / "results" / "hopper_15m" / "hopper-stand"
 FIGURE = ROOT / "docs" / "img" / "hopper_15m.png"
 DECODER_FIGURE = ROOT / "docs" / "img" / "hopper_decoder.png"
 DECODER_STATS = RESULTS.parent / "decoder_actions.json"  # written by the decoder command with its figure
+BOUNDARIES = RESULTS.parent / "stage_boundaries"  # <method>_seed<k>.json, written by the boundaries command
 RESULTS_MD, README = ROOT / "docs" / "results.md", ROOT / "README.md"
 METHODS = {"gorl_flow": "GoRL (flow)", "ppo_gaussian": "Gaussian PPO",
            "gorl_flow_unit_latent": "GoRL (flow), latent prior 0.02", "gorl_diffusion": "GoRL (diffusion)",
@@ -173,6 +176,36 @@ def decoder_table(path: pathlib.Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def boundary_table() -> str:
+    """Per GoRL stage end (``stage_boundaries/*.json``, :func:`hopper_decoder.stage_boundaries`): the stage's best
+    evaluation, then on common episodes its best policy deterministic, stochastic and at latent std 1, the refit
+    decoder at ``z = 0`` and on ``N(0, I)``, and the fresh encoder through the refit decoder."""
+    files = sorted(BOUNDARIES.glob("*.json"))
+    if not files:
+        return "No run's stage boundaries have been scored yet."
+    keys = ("best_deterministic", "best_stochastic", "best_unit_noise", "refit_prior_mean", "refit_prior",
+            "fresh_encoder")
+    lines = ["| run | stage end | best evaluation in the stage | the best policy, again | "
+             "its stochastic policy (the decoder data) | the best at latent std 1 | refit decoder at z = 0 | refit "
+             "decoder on z ~ N(0, I) | fresh encoder on the refit decoder | latent std of the best | fresh encoder's "
+             "mean abs latent |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    episodes, selections, reproduced = set(), set(), True
+    for path in files:
+        method, seed = path.stem.rsplit("_seed", 1)
+        for b in json.loads(path.read_text()):
+            episodes.add(b["episodes"])
+            selections.add(f"the best of its {b['stage_evals']} evaluations of {b['eval_episodes']} episodes")
+            reproduced &= b["fresh_reproduced"]
+            lines.append(f"| {METHODS[method]}, seed {seed} | {b['stage']} | {b['best_eval']:.0f} | "
+                         + " | ".join(f"{b[key]:.0f}" for key in keys)
+                         + f" | {b['latent_std']:.2f} | {b['fresh_latent_mean_abs']:.3f} |")
+    note = (f"Column 3: {' or '.join(sorted(selections))}, as in the table above. Columns 4-9: mean return of the same {'/'.join(map(str, sorted(episodes)))} deterministic-start "
+            "episodes (1000 steps, undiscounted). The fresh encoder is rebuilt from the run's seed; "
+            + ("it gives each run's own first evaluation of the next stage exactly." if reproduced else
+               "**it does not give every run's own first evaluation of the next stage: the rebuild is wrong.**"))
+    return "\n".join(lines) + "\n\n" + note
+
+
 #: the remedy's regulariser against the reference's (stage 0, stages >= 1), and the entropy bonus they balance
 REMEDY_PRIOR, REFERENCE_PRIOR, ENTROPY_COEFF, LATENT_DIMS = (0.02, 0.02), (5e-4, 1e-3), 0.01, 4
 
@@ -220,7 +253,8 @@ def blocks() -> dict[tuple[pathlib.Path, str], str]:
     sentence = verdict()
     return {(RESULTS_MD, "hopper-15m-verdict"): sentence, (README, "hopper-15m-verdict"): sentence,
             (RESULTS_MD, "hopper-15m-table"): table(), (RESULTS_MD, "hopper-15m-why"): why(),
-            (RESULTS_MD, "hopper-15m-decoder"): decoder_table(), (RESULTS_MD, "hopper-15m-remedy"): remedy()}
+            (RESULTS_MD, "hopper-15m-decoder"): decoder_table(), (RESULTS_MD, "hopper-15m-remedy"): remedy(),
+            (RESULTS_MD, "hopper-15m-boundaries"): boundary_table()}
 
 
 def plot(path: pathlib.Path = FIGURE) -> None:
@@ -274,9 +308,20 @@ def main() -> None:
     decoder = sub.add_parser("decoder", help="decoded actions against the Gaussian policy's, from final checkpoints")
     decoder.add_argument("gorl_run")
     decoder.add_argument("ppo_run")
+    boundaries = sub.add_parser("boundaries", help="what each decoder refit hands the next stage, scored in returns")
+    boundaries.add_argument("run", help="a GoRL run directory (its eval.csv; named <method>/seed<k>)")
+    boundaries.add_argument("checkpoints", help="every checkpoint the run wrote (it keeps only its last)")
     args = parser.parse_args()
     if args.command == "report":
         report()
+    elif args.command == "boundaries":
+        from hopper_decoder import stage_boundaries  # needs the run's checkpoints (not committed)
+
+        run = pathlib.Path(args.run).resolve()
+        BOUNDARIES.mkdir(exist_ok=True)
+        path = BOUNDARIES / f"{run.parent.name}_{run.name}.json"
+        path.write_text(json.dumps(stage_boundaries(run, pathlib.Path(args.checkpoints)), indent=1) + "\n")
+        print(f"wrote {path.relative_to(ROOT)}; now run: python benchmarks/hopper_15m.py report")
     else:
         from hopper_decoder import plot_decoder  # needs the runs' checkpoints (outputs/, not committed)
 

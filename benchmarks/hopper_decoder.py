@@ -1,21 +1,27 @@
-"""What the decoder learned on hopper-stand: for a few fixed states, actions the last stage's decoder makes from
-``N(0, I)`` latents, beside the Gaussian PPO policy's actions, both after the env's ``tanh``, in 2 of the 4 action
-dimensions. Called by ``python benchmarks/hopper_15m.py decoder GORL_RUN PPO_RUN`` with two finished run
-directories of ``preset=cpu_fast_15m`` (their ``checkpoints/`` hold the final models).
+"""What the decoder learned on hopper-stand, from checkpoints of ``preset=cpu_fast_15m`` runs (not committed).
+
+- :func:`plot_decoder`: for a few fixed states, actions the last stage's decoder makes from ``N(0, I)`` latents,
+  beside the Gaussian PPO policy's actions, both after the env's ``tanh``, in 2 of the 4 action dimensions
+  (``python benchmarks/hopper_15m.py decoder GORL_RUN PPO_RUN``, two finished run directories).
+- :func:`stage_boundaries`: what each decoder refit hands the next stage's fresh encoder, scored in returns
+  (``python benchmarks/hopper_15m.py boundaries RUN CHECKPOINTS``, a GoRL run and every checkpoint it wrote).
 """
 from __future__ import annotations
 
+import csv
 import pathlib
 from typing import Any
 
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torchrl.checkpoint import Checkpoint
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_gorl import (DiffusionDecoderModule, FlowDecoderModule, make_gorl_policy, make_latent_actor,
-                          ObservationNormalizer)
+                          make_prior_policy, ObservationNormalizer)
 from torchrl_gorl.envs import make_env
-from torchrl_gorl.training import load_checkpoint
+from torchrl_gorl.training import batch_seed, evaluate_policy, load_checkpoint
 
 #: the states shown: steps of one deterministic episode of the GoRL policy (seed 0), from lying to standing
 STATE_STEPS = (0, 30, 150, 900)
@@ -96,3 +102,93 @@ def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Pa
     plt.close(fig)
     print(f"wrote {path}: {len(STATE_STEPS)} states, {NUM_SAMPLES} samples each, action dims {DIMS}")
     return stats
+
+
+#: episodes per score at a stage boundary, all scores on the same episodes (reset seed) and the same torch seed
+BOUNDARY_EPISODES = 32
+BOUNDARY_SEED = 12345
+#: what :func:`stage_boundaries` scores at the end of stage k (E_k: the stage's best encoder, D_k: the refit decoder)
+BOUNDARY_SCORES = {
+    "best_deterministic": "E_k's latent mean through D_{k-1}: the stage's best policy, on other episodes",
+    "best_stochastic": "E_k's sampled latents through D_{k-1}: the policy the decoder data came from",
+    "best_unit_noise": "E_k's latent mean plus N(0, I) noise through D_{k-1}: that policy at latent std 1",
+    "refit_prior_mean": "D_k at z = 0: what a fresh encoder (latent mean near 0) starts from",
+    "refit_prior": "D_k on z ~ N(0, I): the refit's copy of the data policy",
+    "fresh_encoder": "the fresh encoder's latent mean through D_k: where stage k+1 starts",
+}
+
+
+def _fresh_actor(saved: dict, obs_dim: int, act_dim: int):
+    """The encoder every stage starts from (the reference rebuilds it from the same seed): the scripts build it
+    right after seeding torch with ``env.seed`` (``utils_gorl.setup`` then ``make_encoder``)."""
+    cfg = saved["config"]
+    torch.manual_seed(cfg["env"]["seed"])
+    norm = ObservationNormalizer(obs_dim) if cfg["encoder"]["normalize_observations"] else None
+    return make_latent_actor(obs_dim, act_dim, num_cells=tuple(cfg["encoder"]["num_cells"]), observation_norm=norm)
+
+
+def _unit_noise_policy(actor, decoder) -> TensorDictSequential:
+    """The encoder's latent mean plus ``N(0, I)`` noise, decoded: run under ``DETERMINISTIC`` (the mean)."""
+    noise = TensorDictModule(lambda loc: loc + torch.randn_like(loc), in_keys=["latent_loc"], out_keys=["latent"])
+    return TensorDictSequential(actor, noise, decoder)
+
+
+@torch.no_grad()
+def stage_boundaries(run_dir: pathlib.Path, checkpoints: pathlib.Path) -> list[dict[str, Any]]:
+    """For each stage end k that has a next stage: the scores of :data:`BOUNDARY_SCORES` (mean undiscounted return
+    of :data:`BOUNDARY_EPISODES` 1000-step episodes), the stage's best evaluation and the next stage's first one
+    (the fresh encoder on D_k) from ``run_dir/eval.csv``, E_k's mean latent std over its deterministic episodes and
+    the fresh encoder's mean ``|latent mean|`` over the same states. ``fresh_reproduced`` says whether the rebuilt
+    fresh encoder gives the run's own first evaluation of stage k+1 exactly (its episodes, its env backend).
+
+    ``checkpoints`` must hold the ``stage{k}_end`` checkpoint (E_k, D_k) and one from inside stage k (D_{k-1}):
+    a run keeps only its last, so copy each one as it is written."""
+    files = sorted(checkpoints.glob("checkpoint-*.torchrl"))
+    names = {path: (Checkpoint.manifest(path).get("metadata") or {}).get("name", "") for path in files}
+    with open(run_dir / "eval.csv") as f:
+        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+    boundaries = []
+    for end in [path for path in files if names[path].endswith("_end")]:
+        k = int(names[end].removeprefix("stage").removesuffix("_end"))
+        inside = [path for path in files if path < end and names[path].startswith(f"stage{k}_iter")]
+        next_rows = [row for row in rows if row["stage"] == k + 1]
+        if not inside or not next_rows:  # the last stage, or the checkpoints of stage k were not kept
+            continue
+        after, before = load_checkpoint(end), load_checkpoint(inside[-1])
+        obs_dim, act_dim, cfg = *after["dims"], after["config"]
+        actor, fresh = _actor(after, obs_dim, act_dim, "latent"), _fresh_actor(after, obs_dim, act_dim)
+        old, new = _decoder(before, obs_dim, act_dim), _decoder(after, obs_dim, act_dim)
+        policies = {
+            "best_deterministic": (make_gorl_policy(actor, old), ExplorationType.DETERMINISTIC),
+            "best_stochastic": (make_gorl_policy(actor, old), ExplorationType.RANDOM),
+            "best_unit_noise": (_unit_noise_policy(actor, old), ExplorationType.DETERMINISTIC),
+            "refit_prior_mean": (make_prior_policy(new), ExplorationType.DETERMINISTIC),
+            "refit_prior": (make_prior_policy(new), ExplorationType.RANDOM),
+            "fresh_encoder": (make_gorl_policy(fresh, new), ExplorationType.DETERMINISTIC),
+        }
+        run_env = make_env(cfg["env"]["task"], cfg["eval"]["num_envs"], backend=cfg["collector"]["env_backend"])
+        again = evaluate_policy(run_env, make_gorl_policy(fresh, new), num_episodes=cfg["eval"]["num_episodes"],
+                                seed=batch_seed(cfg["env"]["seed"], k + 1, rows.index(next_rows[0]), kind=3))
+        run_env.close()
+        env = make_env(cfg["env"]["task"], BOUNDARY_EPISODES, seed=0)
+        stage_rows = [row["return_mean"] for row in rows if row["stage"] == k]
+        result = {"stage": k, "episodes": BOUNDARY_EPISODES, "best_eval": max(stage_rows),
+                  "stage_evals": len(stage_rows), "eval_episodes": cfg["eval"]["num_episodes"],
+                  "next_first_eval": next_rows[0]["return_mean"],
+                  "fresh_reproduced": abs(again["return_mean"] - next_rows[0]["return_mean"]) < 1e-3,
+                  "checkpoints": [inside[-1].name, end.name]}
+        for name, (policy, exploration) in policies.items():
+            torch.manual_seed(BOUNDARY_SEED)
+            score = evaluate_policy(env, policy, num_episodes=BOUNDARY_EPISODES, seed=BOUNDARY_SEED,
+                                    exploration_type=exploration)
+            result[name] = round(score["return_mean"], 1)
+        env.set_seed(BOUNDARY_SEED)
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            rollout = env.rollout(1000, make_gorl_policy(actor, old), break_when_any_done=False)
+        result["latent_std"] = round(rollout["latent_scale"].mean().item(), 3)
+        fresh_latent = fresh(rollout.select("observation").reshape(-1))["latent_loc"]
+        result["fresh_latent_mean_abs"] = round(fresh_latent.abs().mean().item(), 3)
+        env.close()
+        print(f"stage {k} end: " + ", ".join(f"{key} {value}" for key, value in result.items() if key != "checkpoints"))
+        boundaries.append(result)
+    return boundaries

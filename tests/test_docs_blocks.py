@@ -139,6 +139,42 @@ def test_hopper_decoder_table_reads_its_json(hopper, tmp_path):
     assert lines[-2:] == ["| 0 | 50% | 100% | 10% |", "| 900 | 25% | 0% | 12% |"]
 
 
+def test_hopper_boundary_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
+    monkeypatch.setattr(hopper, "BOUNDARIES", tmp_path)
+    assert hopper.boundary_table() == "No run's stage boundaries have been scored yet."
+    row = {"stage": 0, "episodes": 32, "best_eval": 447.3, "stage_evals": 11, "eval_episodes": 8,
+           "next_first_eval": 97.9, "fresh_reproduced": True, "best_deterministic": 224.1, "best_stochastic": 61.1,
+           "best_unit_noise": 78.7, "refit_prior_mean": 214.3, "refit_prior": 66.9, "fresh_encoder": 28.8,
+           "latent_std": 4.875, "fresh_latent_mean_abs": 0.081}
+    (tmp_path / "gorl_flow_seed3.json").write_text(json.dumps([row, {**row, "stage": 1}]))
+    lines = hopper.boundary_table().splitlines()
+    assert lines[2] == "| GoRL (flow), seed 3 | 0 | 447 | 224 | 61 | 79 | 214 | 67 | 29 | 4.88 | 0.081 |"
+    assert lines[3].startswith("| GoRL (flow), seed 3 | 1 |") and len(lines[0].split("|")) == len(lines[2].split("|"))
+    assert "the best of its 11 evaluations of 8 episodes" in lines[-1] and "same 32 deterministic-start" in lines[-1]
+    assert "gives each run's own first evaluation of the next stage exactly" in lines[-1]
+    (tmp_path / "gorl_flow_seed1.json").write_text(json.dumps([{**row, "fresh_reproduced": False}]))
+    assert "the rebuild is wrong" in hopper.boundary_table()  # a wrong rebuild is said, not hidden
+
+
+@pytest.mark.slow
+def test_stage_boundaries_of_a_smoke_run_rebuild_the_fresh_encoder_exactly(hopper, tmp_path):
+    """Two smoke stages on hopper-stand keeping every checkpoint, then the boundary scores of its one refit."""
+    import os
+    import subprocess
+    import sys
+
+    from hopper_decoder import BOUNDARY_SCORES, stage_boundaries
+
+    run = tmp_path / "gorl_flow" / "seed2"
+    subprocess.run([sys.executable, str(ROOT / "sota-implementations" / "gorl_ppo.py"), "preset=smoke",
+                    "env.task=hopper-stand", "env.seed=2", "checkpoint.keep_all=true", "checkpoint.interval_frames=2000",
+                    f"hydra.run.dir={run}"], check=True, env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True)
+    (boundary,) = stage_boundaries(run, run / "checkpoints")
+    assert boundary["stage"] == 0 and boundary["fresh_reproduced"] is True
+    assert set(BOUNDARY_SCORES) <= boundary.keys() and boundary["stage_evals"] == 3
+    assert boundary["latent_std"] > 0 and boundary["fresh_latent_mean_abs"] > 0
+
+
 def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, monkeypatch):
     assert hopper.balanced_std(0.02) == pytest.approx(1.0) and hopper.balanced_std(5e-4) == pytest.approx(40 ** 0.5)
     assert hopper.balanced_std(0.0) == math.inf

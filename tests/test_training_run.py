@@ -232,3 +232,27 @@ def test_decoder_rows_flatten_the_batch_and_standardise_the_advantage():
     assert torch.isfinite(constant).all() and torch.equal(constant, torch.zeros(20, 1))  # no division by zero
     saved = decoder_rows(data, transitions=True)
     assert all(key in saved.keys(True) for key in TRANSITION_KEYS) and "sample_log_prob" not in saved.keys()
+
+
+def test_evaluate_policy_scores_the_deterministic_policy_unless_asked_for_the_stochastic_one():
+    from torchrl.envs.utils import ExplorationType
+
+    from torchrl_gorl import FlowDecoderModule, make_gorl_policy, make_latent_actor
+    from torchrl_gorl.envs import make_env
+    from torchrl_gorl.training import evaluate_policy
+
+    env = make_env("cartpole-balance", 2, seed=0)
+    actor = make_latent_actor(5, 1, num_cells=(8,))
+    policy = make_gorl_policy(actor, FlowDecoderModule.identity(5, 1))
+
+    def score(exploration_type, torch_seed):
+        torch.manual_seed(torch_seed)
+        return evaluate_policy(env, policy, num_episodes=2, max_steps=100, seed=3,
+                               exploration_type=exploration_type)["return_mean"]
+
+    deterministic = score(ExplorationType.DETERMINISTIC, 0)
+    assert deterministic == score(ExplorationType.DETERMINISTIC, 1)  # the latent mean: no sampling
+    assert score(ExplorationType.RANDOM, 0) == score(ExplorationType.RANDOM, 0)  # repeatable when seeded
+    assert score(ExplorationType.RANDOM, 0) != deterministic and score(ExplorationType.RANDOM, 1) != score(
+        ExplorationType.RANDOM, 0)  # sampled latents
+    env.close()

@@ -19,6 +19,7 @@ def evaluate_policy(
     num_episodes: int,
     max_steps: int = EPISODE_LENGTH,
     seed: int | None = None,
+    exploration_type: ExplorationType = ExplorationType.DETERMINISTIC,
 ) -> dict[str, float]:
     """Mean, std, min and max undiscounted return of ``num_episodes`` deterministic episodes.
 
@@ -35,6 +36,8 @@ def evaluate_policy(
         num_episodes (int): episodes to average, rounded up to a multiple of the env's batch size.
         max_steps (int): steps per episode. Defaults to 1000.
         seed (int, optional): reseeds the env first, so evaluations are reproducible.
+        exploration_type (ExplorationType): how the policy acts. Defaults to ``DETERMINISTIC``, the protocol;
+            ``RANDOM`` scores the stochastic policy that collects the training data (seed torch too to repeat it).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive integer, got {num_episodes!r}.")
@@ -42,7 +45,7 @@ def evaluate_policy(
         env.set_seed(seed)
     batch = max(1, env.batch_size.numel())
     returns = []
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    with set_exploration_type(exploration_type):
         for _ in range(math.ceil(num_episodes / batch)):
             rollout = env.rollout(max_steps, policy, break_when_any_done=False, auto_reset=True, auto_cast_to_device=True)
             returns.append(rollout["next", "reward"].sum(dim=env.batch_dims).reshape(-1))
