@@ -40,14 +40,16 @@ def _actor(saved: dict, obs_dim: int, act_dim: int, latent_key: str):
     return actor
 
 
-def _decoder(saved: dict, obs_dim: int, act_dim: int):
+def _decoder(saved: dict, obs_dim: int, act_dim: int, load: bool = True):
+    """The checkpoint's decoder (``load=False``: a new one of its shape, as a refit from scratch starts)."""
     cfg = saved["config"]["decoder"]
     if cfg["type"] == "flow":
         decoder = FlowDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg["num_cells"]), num_steps=cfg["num_steps"])
     else:
         decoder = DiffusionDecoderModule(obs_dim, act_dim, num_cells=tuple(cfg["num_cells"]),
                                          num_diffusion_steps=cfg["num_diffusion_steps"])
-    decoder.load_state_dict(saved["decoder"])
+    if load:
+        decoder.load_state_dict(saved["decoder"])
     return decoder
 
 

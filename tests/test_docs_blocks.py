@@ -156,6 +156,20 @@ def test_hopper_boundary_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
     assert "the rebuild is wrong" in hopper.boundary_table()  # a wrong rebuild is said, not hidden
 
 
+def test_hopper_refit_budget_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
+    monkeypatch.setattr(hopper, "REFIT_BUDGET", tmp_path)
+    assert hopper.refit_budget_table() == "No refit has been redone yet."
+    budget = {"max_epochs": 30, "epochs_run": 30, "best_epoch": 29, "best_val_loss": 11.524, "minutes": 4.0,
+              "val_losses": [12.0, 11.524], "prior": 171.4, "prior_mean": 339.3}
+    (tmp_path / "gorl_flow_seed3_stage1.json").write_text(json.dumps(
+        {"run": "gorl_flow/seed3", "stage": 1, "rows": 400000, "episodes": 32, "data_policy": 650.3,
+         "budgets": [budget, {**budget, "max_epochs": 150, "epochs_run": 61, "best_epoch": 55}]}))
+    lines = hopper.refit_budget_table().splitlines()
+    assert lines[2] == "| GoRL (flow), seed 3, stage 1 | 650 | 30 | 30 (30) | 11.52 | 171 | 339 | 4.0 |"
+    assert lines[3].startswith("| GoRL (flow), seed 3, stage 1 | 650 | 150 | 61 (56) |")
+    assert "the same 400,000 rows" in lines[-1] and "same 32 episodes" in lines[-1]
+
+
 @pytest.mark.slow
 def test_stage_boundaries_of_a_smoke_run_rebuild_the_fresh_encoder_exactly(hopper, tmp_path):
     """Two smoke stages on hopper-stand keeping every checkpoint, then the boundary scores of its one refit."""
@@ -176,19 +190,21 @@ def test_stage_boundaries_of_a_smoke_run_rebuild_the_fresh_encoder_exactly(hoppe
 
 
 def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, monkeypatch):
-    assert hopper.balanced_std(0.02) == pytest.approx(1.0) and hopper.balanced_std(5e-4) == pytest.approx(40 ** 0.5)
-    assert hopper.balanced_std(0.0) == math.inf
+    monkeypatch.setattr(hopper, "REFIT_BUDGET", tmp_path / "no_refit_budget")
 
     def remedy(base: list[float], fix: list[float]) -> str:
         root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
         for seed, value in enumerate(base, start=1):
-            _write_run(root, "gorl_flow", seed, [(0, 0, 1.0), (3, 15_000_000, value)], refits=[])
+            _write_run(root, "gorl_flow", seed, [(0, 0, 1.0), (3, 15_000_000, value)],
+                       refits=[{"best_epoch": 29, "epochs_run": 30}, {"best_epoch": 20, "epochs_run": 30}])
         for seed, value in enumerate(fix, start=1):
-            _write_run(root, "gorl_flow_unit_latent", seed, [(0, 0, 1.0), (3, 15_000_000, value)], refits=[])
+            _write_run(root, "gorl_flow_long_refit", seed, [(0, 0, 1.0), (3, 15_000_000, value)], refits=[])
         monkeypatch.setattr(hopper, "RESULTS", root)
         return hopper.remedy()
 
     assert remedy([100.0], []).endswith("Its runs have not been made yet.")
+    assert remedy([100.0], []).startswith("In 1 of the 2 refits of the reference runs the best validation loss came at "
+                                          "the last or the second-to-last of its 30 epochs")
     # seeds 1-2 finished: ahead on their mean (165 against 150) and in 1 of 2; the third seed is missing
     partial = remedy([100.0, 200.0, 300.0], [150.0, 180.0])
     assert "scores 165 ± 21 (n=2) against 150 ± 71 (n=2) over the same seeds, ahead in 1 of 2" in partial
@@ -201,26 +217,28 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
     assert "stays the default" in remedy([100.0, 200.0, 300.0], [90.0, 190.0, 900.0])
 
 
-def test_the_remedy_run_is_a_valid_config(hopper):
+def test_the_remedy_run_is_a_valid_config(hopper, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from torchrl_gorl.configs import validate_config
 
     import learning_runs
 
-    hopper_15m = hopper
-    script, overrides = learning_runs.METHODS["gorl_flow_unit_latent"]
-    with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
+    script, overrides = learning_runs.METHODS[hopper.REMEDY_METHOD]
+    config_dir = str(ROOT / "sota-implementations" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(script.removesuffix(".py"), ["preset=cpu_fast_15m", "env.task=hopper-stand", *overrides])
-    validate_config(cfg, method="gorl")
-    assert list(cfg.schedule.latent_prior_coeff) == list(hopper_15m.REMEDY_PRIOR)
-    # the numbers the remedy sentence computes with are the reference run's settings
-    with initialize_config_dir(config_dir=str(ROOT / "sota-implementations" / "config"), version_base="1.3"):
         reference = compose("gorl_ppo", ["preset=cpu_fast_15m", "env.task=hopper-stand"])
-    assert tuple(reference.schedule.latent_prior_coeff) == hopper_15m.REFERENCE_PRIOR
-    assert reference.ppo.entropy_coeff == hopper_15m.ENTROPY_COEFF and reference.ppo.latent_prior == "l2"
-    from torchrl_gorl.envs import make_single_env
-
-    env = make_single_env("hopper-stand")  # the latent has the action's size
-    assert env.action_spec.shape[-1] == hopper_15m.LATENT_DIMS
-    env.close()
+    validate_config(cfg, method="gorl")
+    # one change: the refit's epoch budget, the numbers the remedy sentence names
+    assert cfg.refit.max_epochs == hopper.REMEDY_EPOCHS and reference.refit.max_epochs == hopper.REFERENCE_EPOCHS
+    cfg.refit.max_epochs = reference.refit.max_epochs
+    assert cfg == reference
+    # the sentence quotes the redone refit of both budgets
+    monkeypatch.setattr(hopper, "REFIT_BUDGET", tmp_path)
+    (tmp_path / "gorl_flow_seed3_stage1.json").write_text(json.dumps(
+        {"run": "gorl_flow/seed3", "stage": 1, "data_policy": 650.3, "budgets": [
+            {"max_epochs": 30, "prior": 171.4, "prior_mean": 339.3},
+            {"max_epochs": 150, "prior": 275.9, "prior_mean": 493.7}]}))
+    assert ("Redone on gorl_flow seed3's stage-1 data, 150 epochs instead of 30 take the copy of the data policy (650) "
+            "from 171 to 276 and the decoder at z = 0 from 339 to 494.") in hopper.refit_cause()
