@@ -31,7 +31,8 @@ DIMS = (0, 1)
 BOUND = 0.99
 
 
-def _actor(saved: dict, obs_dim: int, act_dim: int, latent_key: str):
+def saved_actor(saved: dict, obs_dim: int, act_dim: int, latent_key: str):
+    """The checkpoint's actor: GoRL's latent policy (``latent_key="latent"``) or the Gaussian policy (``"action"``)."""
     cfg = saved["config"]
     norm = ObservationNormalizer(obs_dim) if cfg["encoder"]["normalize_observations"] else None
     actor = make_latent_actor(obs_dim, act_dim, num_cells=tuple(cfg["encoder"]["num_cells"]), observation_norm=norm,
@@ -40,7 +41,7 @@ def _actor(saved: dict, obs_dim: int, act_dim: int, latent_key: str):
     return actor
 
 
-def _decoder(saved: dict, obs_dim: int, act_dim: int, load: bool = True):
+def saved_decoder(saved: dict, obs_dim: int, act_dim: int, load: bool = True):
     """The checkpoint's decoder (``load=False``: a new one of its shape, as a refit from scratch starts)."""
     cfg = saved["config"]["decoder"]
     if cfg["type"] == "flow":
@@ -65,8 +66,8 @@ def plot_decoder(gorl_run: pathlib.Path, ppo_run: pathlib.Path, path: pathlib.Pa
 
     gorl, ppo = load_checkpoint(gorl_run / "checkpoints"), load_checkpoint(ppo_run / "checkpoints")
     obs_dim, act_dim = gorl["dims"]
-    actor, decoder = _actor(gorl, obs_dim, act_dim, "latent"), _decoder(gorl, obs_dim, act_dim)
-    gaussian = _actor(ppo, obs_dim, act_dim, "action")
+    actor, decoder = saved_actor(gorl, obs_dim, act_dim, "latent"), saved_decoder(gorl, obs_dim, act_dim)
+    gaussian = saved_actor(ppo, obs_dim, act_dim, "action")
     # fixed states: one deterministic GoRL episode from a fixed seed
     env = make_env(gorl["config"]["env"]["task"], 1, seed=0)
     with set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -158,8 +159,8 @@ def stage_boundaries(run_dir: pathlib.Path, checkpoints: pathlib.Path) -> list[d
             continue
         after, before = load_checkpoint(end), load_checkpoint(inside[-1])
         obs_dim, act_dim, cfg = *after["dims"], after["config"]
-        actor, fresh = _actor(after, obs_dim, act_dim, "latent"), _fresh_actor(after, obs_dim, act_dim)
-        old, new = _decoder(before, obs_dim, act_dim), _decoder(after, obs_dim, act_dim)
+        actor, fresh = saved_actor(after, obs_dim, act_dim, "latent"), _fresh_actor(after, obs_dim, act_dim)
+        old, new = saved_decoder(before, obs_dim, act_dim), saved_decoder(after, obs_dim, act_dim)
         policies = {
             "best_deterministic": (make_gorl_policy(actor, old), ExplorationType.DETERMINISTIC),
             "best_stochastic": (make_gorl_policy(actor, old), ExplorationType.RANDOM),

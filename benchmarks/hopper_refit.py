@@ -21,12 +21,13 @@ import time
 from typing import Any
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.checkpoint import Checkpoint
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from docblocks import ROOT  # noqa: E402
-from hopper_decoder import _actor, _decoder, BOUNDARY_EPISODES, BOUNDARY_SEED  # noqa: E402
+from hopper_decoder import saved_actor, saved_decoder, BOUNDARY_EPISODES, BOUNDARY_SEED  # noqa: E402
 
 from torchrl_gorl import FlowMatchingLoss, DiffusionLoss, make_gorl_policy, make_prior_policy  # noqa: E402
 from torchrl_gorl.envs import make_env  # noqa: E402
@@ -48,7 +49,7 @@ def _score(task: str, policy, exploration: ExplorationType) -> float:
 
 
 @torch.no_grad()
-def collect(actor, decoder, cfg: dict[str, Any]) -> "torch.Tensor":
+def collect(actor, decoder, cfg: dict[str, Any]) -> TensorDictBase:
     """The decoder data of a stage end as the run collects it: ``decoder_data_iterations`` batches of
     ``num_envs x unroll_length`` steps of stochastic latents through ``decoder``, pre-squash actions."""
     num_envs, unroll = cfg["collector"]["num_envs"], cfg["collector"]["unroll_length"] or EPISODE_LENGTH
@@ -74,7 +75,7 @@ def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, 
     after, before = load_checkpoint(ends[0]), load_checkpoint(inside[-1])
     cfg, (obs_dim, act_dim) = after["config"], after["dims"]
     task = cfg["env"]["task"]
-    actor, old = _actor(after, obs_dim, act_dim, "latent"), _decoder(before, obs_dim, act_dim)
+    actor, old = saved_actor(after, obs_dim, act_dim, "latent"), saved_decoder(before, obs_dim, act_dim)
     began = time.time()
     data = collect(actor, old, cfg)
     print(f"collected {data.shape[0]} rows in {time.time() - began:.0f} s")
@@ -87,7 +88,7 @@ def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, 
         began = time.time()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg["env"]["seed"])
-            decoder = _decoder(after, obs_dim, act_dim, load=False)  # from scratch, as the run's refits
+            decoder = saved_decoder(after, obs_dim, act_dim, load=False)  # from scratch, as the run's refits
             fit = refit_decoder(loss_cls(decoder, num_noise_samples=cfg["refit"]["num_noise_samples"]), data,
                                 batch_size=cfg["refit"]["batch_size"], lr=cfg["refit"]["lr"], max_epochs=max_epochs,
                                 patience=cfg["refit"]["patience"], val_fraction=cfg["refit"]["val_fraction"],
