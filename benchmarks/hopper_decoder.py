@@ -130,6 +130,21 @@ def _fresh_actor(saved: dict, obs_dim: int, act_dim: int):
     return make_latent_actor(obs_dim, act_dim, num_cells=tuple(cfg["encoder"]["num_cells"]), observation_norm=norm)
 
 
+def checkpoint_names(checkpoints: pathlib.Path) -> dict[pathlib.Path, str]:
+    """Every checkpoint file in ``checkpoints``, oldest first, with the name the run gave it (``stage{k}_iter…``,
+    ``stage{k}_end``)."""
+    return {path: (Checkpoint.manifest(path).get("metadata") or {}).get("name", "")
+            for path in sorted(checkpoints.glob("checkpoint-*.torchrl"))}
+
+
+def boundary_score(env, policy, exploration: ExplorationType) -> float:
+    """Mean return of the :data:`BOUNDARY_EPISODES` common episodes (env and torch seeded the same every time)."""
+    torch.manual_seed(BOUNDARY_SEED)
+    result = evaluate_policy(env, policy, num_episodes=BOUNDARY_EPISODES, seed=BOUNDARY_SEED,
+                             exploration_type=exploration)
+    return round(result["return_mean"], 1)
+
+
 def _unit_noise_policy(actor, decoder) -> TensorDictSequential:
     """The encoder's latent mean plus ``N(0, I)`` noise, decoded: run under ``DETERMINISTIC`` (the mean)."""
     noise = TensorDictModule(lambda loc: loc + torch.randn_like(loc), in_keys=["latent_loc"], out_keys=["latent"])
@@ -146,8 +161,8 @@ def stage_boundaries(run_dir: pathlib.Path, checkpoints: pathlib.Path) -> list[d
 
     ``checkpoints`` must hold the ``stage{k}_end`` checkpoint (E_k, D_k) and one from inside stage k (D_{k-1}):
     a run keeps only its last, so copy each one as it is written."""
-    files = sorted(checkpoints.glob("checkpoint-*.torchrl"))
-    names = {path: (Checkpoint.manifest(path).get("metadata") or {}).get("name", "") for path in files}
+    names = checkpoint_names(checkpoints)
+    files = list(names)
     with open(run_dir / "eval.csv") as f:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
     boundaries = []
@@ -181,10 +196,7 @@ def stage_boundaries(run_dir: pathlib.Path, checkpoints: pathlib.Path) -> list[d
                   "fresh_reproduced": abs(again["return_mean"] - next_rows[0]["return_mean"]) < 1e-3,
                   "checkpoints": [inside[-1].name, end.name]}
         for name, (policy, exploration) in policies.items():
-            torch.manual_seed(BOUNDARY_SEED)
-            score = evaluate_policy(env, policy, num_episodes=BOUNDARY_EPISODES, seed=BOUNDARY_SEED,
-                                    exploration_type=exploration)
-            result[name] = round(score["return_mean"], 1)
+            result[name] = boundary_score(env, policy, exploration)
         env.set_seed(BOUNDARY_SEED)
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             rollout = env.rollout(1000, make_gorl_policy(actor, old), break_when_any_done=False)

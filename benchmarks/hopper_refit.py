@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.checkpoint import Checkpoint
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from docblocks import ROOT  # noqa: E402
-from hopper_decoder import saved_actor, saved_decoder, BOUNDARY_EPISODES, BOUNDARY_SEED  # noqa: E402
+from hopper_decoder import (BOUNDARY_EPISODES, boundary_score, checkpoint_names, saved_actor,  # noqa: E402
+                            saved_decoder)
 
 from torchrl_gorl import FlowMatchingLoss, DiffusionLoss, make_gorl_policy, make_prior_policy  # noqa: E402
 from torchrl_gorl.envs import make_env  # noqa: E402
 from torchrl_gorl.envs.tasks import EPISODE_LENGTH  # noqa: E402
-from torchrl_gorl.training import batch_seed, decoder_rows, evaluate_policy, load_checkpoint, refit_decoder  # noqa: E402
+from torchrl_gorl.training import batch_seed, decoder_rows, load_checkpoint, refit_decoder  # noqa: E402
 
 OUT = ROOT / "results" / "hopper_15m" / "refit_budget"
 #: the collection's env seed: not one of the run's (its batch seeds are hashed from the run seed)
@@ -41,11 +41,9 @@ DATA_SEED = 777
 
 def _score(task: str, policy, exploration: ExplorationType) -> float:
     env = make_env(task, BOUNDARY_EPISODES, seed=0)
-    torch.manual_seed(BOUNDARY_SEED)
-    result = evaluate_policy(env, policy, num_episodes=BOUNDARY_EPISODES, seed=BOUNDARY_SEED,
-                             exploration_type=exploration)
+    score = boundary_score(env, policy, exploration)
     env.close()
-    return round(result["return_mean"], 1)
+    return score
 
 
 @torch.no_grad()
@@ -66,8 +64,8 @@ def collect(actor, decoder, cfg: dict[str, Any]) -> TensorDictBase:
 
 
 def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, budgets: list[int]) -> dict[str, Any]:
-    files = sorted(checkpoints.glob("checkpoint-*.torchrl"))
-    names = {path: (Checkpoint.manifest(path).get("metadata") or {}).get("name", "") for path in files}
+    names = checkpoint_names(checkpoints)
+    files = list(names)
     ends = [path for path in files if names[path] == f"stage{stage}_end"]
     inside = [path for path in files if names[path].startswith(f"stage{stage}_iter")]
     if not ends or not inside:
