@@ -133,28 +133,41 @@ def latent_std(method: str, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
             np.array([float(r["latent_scale_mean"]) for r in rows]))
 
 
-def why(method: str = "gorl_flow") -> str:
-    """Per seed and stage of the GoRL runs: the first evaluation (the fresh encoder on the refit decoder) and its
-    drop from the previous stage's best, the best evaluation, the validation loss of the refit that made the
-    stage's decoder, and the latent std at the stage's end."""
-    lines = ["| seed | stage | first evaluation (drop from the previous stage's best) | best evaluation | "
-             "refit validation loss of its decoder | latent std at the end |", "|---|---|---|---|---|---|"]
+def stages(method: str) -> list[dict]:
+    """Per finished run of ``method`` and GoRL stage: ``seed``, ``stage``, the ``first`` evaluation (the fresh encoder
+    on the refit decoder), the previous stage's best (``previous``, None at stage 0), the stage's ``best``, the
+    validation loss of the refit that made its decoder (``loss``: None at stage 0 or if not saved) and the latent
+    std at the stage's end (``std``: None without a ``train_log.csv``)."""
+    rows = []
     for seed, (columns, summary) in sorted(load(method).items()):
         refits = {r["stage"]: r for r in summary["refits"]}
         stds = latent_std(method, seed)
-        previous_best = None
+        previous = None
         for stage in sorted(set(columns["stage"].astype(int))):
             inside = columns["stage"] == stage
             returns, steps = columns["return_mean"][inside], columns["frames_total"][inside]
-            first = f"{returns[0]:.0f}" + ("" if previous_best is None else f" ({returns[0] - previous_best:+.0f})")
-            refit = refits.get(stage - 1)
-            loss = "identity" if stage == 0 else (f"{refit['best_val_loss']:.3f}" if refit else "n/a")
-            std = "n/a"
+            refit = refits.get(stage - 1, {})
+            std = None
             if stds is not None:
                 in_stage = (stds[0] > steps[0]) & (stds[0] <= steps[-1])
-                std = f"{stds[1][in_stage][-1]:.2f}" if in_stage.any() else "n/a"
-            lines.append(f"| {seed} | {stage} | {first} | {returns.max():.0f} | {loss} | {std} |")
-            previous_best = returns.max()
+                std = float(stds[1][in_stage][-1]) if in_stage.any() else None
+            rows.append({"seed": seed, "stage": stage, "first": float(returns[0]), "previous": previous,
+                         "best": float(returns.max()), "loss": refit.get("best_val_loss"), "std": std})
+            previous = float(returns.max())
+    return rows
+
+
+def why(method: str = "gorl_flow") -> str:
+    """Per seed and stage of the GoRL runs (:func:`stages`): the first evaluation and its drop from the previous
+    stage's best, the best evaluation, the validation loss of the refit that made the stage's decoder, and the
+    latent std at the stage's end."""
+    lines = ["| seed | stage | first evaluation (drop from the previous stage's best) | best evaluation | "
+             "refit validation loss of its decoder | latent std at the end |", "|---|---|---|---|---|---|"]
+    for row in stages(method):
+        first = f"{row['first']:.0f}" + ("" if row["previous"] is None else f" ({row['first'] - row['previous']:+.0f})")
+        loss = "identity" if row["stage"] == 0 else ("n/a" if row["loss"] is None else f"{row['loss']:.3f}")
+        std = "n/a" if row["std"] is None else f"{row['std']:.2f}"
+        lines.append(f"| {row['seed']} | {row['stage']} | {first} | {row['best']:.0f} | {loss} | {std} |")
     return "\n".join(lines)
 
 
@@ -278,7 +291,23 @@ def remedy() -> str:
                "3 seeds won" + ("" if len(paired) >= SEEDS_PLANNED else
                                  f"; {len(paired)} of {SEEDS_PLANNED} paired seeds are finished") + ")")
     return (cause + f" At 15M env steps the remedy scores {spread(fixed)} against {spread(reference)} over the same "
-            f"seeds, ahead in {wins} of {len(paired)}: {outcome}.")
+            f"seeds, ahead in {wins} of {len(paired)}: {outcome}." + stage_starts(paired) + "\n\n" + why(REMEDY_METHOD))
+
+
+def stage_starts(seeds: list[int]) -> str:
+    """What the longer refits changed where they act, over the given seeds: the mean first evaluation of stages
+    1-3, its mean drop from the previous stage's best and the refits' mean validation loss, remedy against
+    reference (:func:`stages`)."""
+    means = {}
+    for method in ("gorl_flow", REMEDY_METHOD):
+        rows = [r for r in stages(method) if r["seed"] in seeds and r["previous"] is not None]
+        losses = [r["loss"] for r in rows if r["loss"] is not None]
+        means[method] = (np.mean([r["first"] for r in rows]), np.mean([r["first"] - r["previous"] for r in rows]),
+                         np.mean(losses) if losses else float("nan"), len(rows))
+    (first, drop, loss, n), (first_ref, drop_ref, loss_ref, _) = means[REMEDY_METHOD], means["gorl_flow"]
+    return (f" Its {n} stage starts after a refit score {first:.0f} on average ({drop:+.0f} from the previous "
+            f"stage's best) against the reference's {first_ref:.0f} ({drop_ref:+.0f}), and its refits end at a "
+            f"validation loss of {loss:.2f} on average against {loss_ref:.2f}; per seed and stage:")
 
 
 def blocks() -> dict[tuple[pathlib.Path, str], str]:

@@ -196,9 +196,11 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
         root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
         for seed, value in enumerate(base, start=1):
             _write_run(root, "gorl_flow", seed, [(0, 0, 1.0), (3, 15_000_000, value)],
-                       refits=[{"best_epoch": 29, "epochs_run": 30}, {"best_epoch": 20, "epochs_run": 30}])
+                       refits=[{"stage": 2, "best_epoch": 29, "epochs_run": 30, "best_val_loss": 12.0},
+                               {"stage": 0, "best_epoch": 20, "epochs_run": 30, "best_val_loss": 8.0}])
         for seed, value in enumerate(fix, start=1):
-            _write_run(root, "gorl_flow_long_refit", seed, [(0, 0, 1.0), (3, 15_000_000, value)], refits=[])
+            _write_run(root, "gorl_flow_long_refit", seed, [(0, 0, 1.0), (3, 15_000_000, value)],
+                       refits=[{"stage": 2, "best_epoch": 140, "epochs_run": 150, "best_val_loss": 10.0}])
         monkeypatch.setattr(hopper, "RESULTS", root)
         return hopper.remedy()
 
@@ -212,6 +214,12 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
     adopted = remedy([100.0, 200.0, 300.0], [150.0, 180.0, 400.0])  # mean 243 against 200, 2 of 3 seeds
     assert "scores 243 ± 137 (n=3) against 200 ± 100 (n=3) over the same seeds, ahead in 2 of 3" in adopted
     assert "it meets the rule to replace the reference schedule as the default" in adopted
+    # where the refit acts: the stage starts after a refit (here stage 3 of each seed) and the refits' loss
+    assert ("Its 3 stage starts after a refit score 243 on average (+242 from the previous stage's best) against "
+            "the reference's 200 (+199), and its refits end at a validation loss of 10.00 on average against 12.00"
+            ) in adopted
+    assert adopted.splitlines()[-1] == "| 3 | 3 | 400 (+399) | 400 | 10.000 | n/a |"  # the remedy's own table
+    assert "Its 2 stage starts" in partial  # over the paired seeds only
     # each condition alone is not enough: 2 seeds won but a lower mean; a higher mean but 1 seed won
     assert "stays the default" in remedy([100.0, 200.0, 900.0], [110.0, 210.0, 300.0])
     assert "stays the default" in remedy([100.0, 200.0, 300.0], [90.0, 190.0, 900.0])
