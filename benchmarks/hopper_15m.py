@@ -307,7 +307,8 @@ def stage_starts(seeds: list[int]) -> str:
     (first, drop, loss, n), (first_ref, drop_ref, loss_ref, _) = means[REMEDY_METHOD], means["gorl_flow"]
     return (f" Its {n} stage starts after a refit score {first:.0f} on average ({drop:+.0f} from the previous "
             f"stage's best) against the reference's {first_ref:.0f} ({drop_ref:+.0f}), and its refits end at a "
-            f"validation loss of {loss:.2f} on average against {loss_ref:.2f}; per seed and stage:")
+            f"validation loss of {loss:.2f} on average against {loss_ref:.2f} (each on its own run's data, so a loss "
+            "compares refits of the same run, not runs); per seed and stage:")
 
 
 def blocks() -> dict[tuple[pathlib.Path, str], str]:

@@ -216,8 +216,8 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
     assert "it meets the rule to replace the reference schedule as the default" in adopted
     # where the refit acts: the stage starts after a refit (here stage 3 of each seed) and the refits' loss
     assert ("Its 3 stage starts after a refit score 243 on average (+242 from the previous stage's best) against "
-            "the reference's 200 (+199), and its refits end at a validation loss of 10.00 on average against 12.00"
-            ) in adopted
+            "the reference's 200 (+199), and its refits end at a validation loss of 10.00 on average against 12.00 "
+            "(each on its own run's data") in adopted
     assert adopted.splitlines()[-1] == "| 3 | 3 | 400 (+399) | 400 | 10.000 | n/a |"  # the remedy's own table
     assert "Its 2 stage starts" in partial  # over the paired seeds only
     # each condition alone is not enough: 2 seeds won but a lower mean; a higher mean but 1 seed won
