@@ -202,7 +202,8 @@ def boundary_table() -> str:
     lines = ["| run | stage end | best evaluation in the stage | the best policy, again | "
              "its stochastic policy (the decoder data) | the best at latent std 1 | refit decoder at z = 0 | refit "
              "decoder on z ~ N(0, I) | fresh encoder on the refit decoder | latent std of the best | fresh encoder's "
-             "mean abs latent |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mean abs latent | the decoder data's absolute pre-tanh actions: mean, 99th percentile |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     episodes, selections, reproduced = set(), set(), True
     for path in files:
         method, seed = path.stem.rsplit("_seed", 1)
@@ -212,9 +213,13 @@ def boundary_table() -> str:
             reproduced &= b["fresh_reproduced"]
             lines.append(f"| {METHODS[method]}, seed {seed} | {b['stage']} | {b['best_eval']:.0f} | "
                          + " | ".join(f"{b[key]:.0f}" for key in keys)
-                         + f" | {b['latent_std']:.2f} | {b['fresh_latent_mean_abs']:.3f} |")
+                         + f" | {b['latent_std']:.2f} | {b['fresh_latent_mean_abs']:.3f} | "
+                         + (f"{b['data_action_abs_mean']:.2f}, {b['data_action_abs_p99']:.2f} |"
+                            if "data_action_abs_mean" in b else "n/a |"))
     note = (f"Column 3: {' or '.join(sorted(selections))}, as in the table above. Columns 4-9: mean return of the same {'/'.join(map(str, sorted(episodes)))} deterministic-start "
-            "episodes (1000 steps, undiscounted). The fresh encoder is rebuilt from the run's seed; "
+            "episodes (1000 steps, undiscounted). The last column: the actions the refit is fit to (before the "
+            "env's tanh, which is within 1% of its bound past 2.65), of the stochastic policy on those episodes. "
+            "The fresh encoder is rebuilt from the run's seed; "
             + ("it gives each run's own first evaluation of the next stage exactly." if reproduced else
                "**it does not give every run's own first evaluation of the next stage: the rebuild is wrong.**"))
     return "\n".join(lines) + "\n\n" + note

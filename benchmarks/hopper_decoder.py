@@ -203,6 +203,13 @@ def stage_boundaries(run_dir: pathlib.Path, checkpoints: pathlib.Path) -> list[d
         result["latent_std"] = round(rollout["latent_scale"].mean().item(), 3)
         fresh_latent = fresh(rollout.select("observation").reshape(-1))["latent_loc"]
         result["fresh_latent_mean_abs"] = round(fresh_latent.abs().mean().item(), 3)
+        # the refit's targets: the data policy's pre-tanh actions, unbounded, although tanh flattens them past ~2.65
+        env.set_seed(BOUNDARY_SEED)
+        torch.manual_seed(BOUNDARY_SEED)
+        with set_exploration_type(ExplorationType.RANDOM):
+            data = env.rollout(1000, make_gorl_policy(actor, old), break_when_any_done=False)["action"].abs()
+        result["data_action_abs_mean"] = round(data.mean().item(), 2)
+        result["data_action_abs_p99"] = round(data.flatten().quantile(0.99).item(), 2)
         env.close()
         print(f"stage {k} end: " + ", ".join(f"{key} {value}" for key, value in result.items() if key != "checkpoints"))
         boundaries.append(result)

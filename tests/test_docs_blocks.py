@@ -145,15 +145,19 @@ def test_hopper_boundary_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
     row = {"stage": 0, "episodes": 32, "best_eval": 447.3, "stage_evals": 11, "eval_episodes": 8,
            "next_first_eval": 97.9, "fresh_reproduced": True, "best_deterministic": 224.1, "best_stochastic": 61.1,
            "best_unit_noise": 78.7, "refit_prior_mean": 214.3, "refit_prior": 66.9, "fresh_encoder": 28.8,
-           "latent_std": 4.875, "fresh_latent_mean_abs": 0.081}
+           "latent_std": 4.875, "fresh_latent_mean_abs": 0.081, "data_action_abs_mean": 1.234,
+           "data_action_abs_p99": 7.5}
     (tmp_path / "gorl_flow_seed3.json").write_text(json.dumps([row, {**row, "stage": 1}]))
     lines = hopper.boundary_table().splitlines()
-    assert lines[2] == "| GoRL (flow), seed 3 | 0 | 447 | 224 | 61 | 79 | 214 | 67 | 29 | 4.88 | 0.081 |"
+    assert lines[2] == "| GoRL (flow), seed 3 | 0 | 447 | 224 | 61 | 79 | 214 | 67 | 29 | 4.88 | 0.081 | 1.23, 7.50 |"
     assert lines[3].startswith("| GoRL (flow), seed 3 | 1 |") and len(lines[0].split("|")) == len(lines[2].split("|"))
     assert "the best of its 11 evaluations of 8 episodes" in lines[-1] and "same 32 deterministic-start" in lines[-1]
     assert "gives each run's own first evaluation of the next stage exactly" in lines[-1]
     (tmp_path / "gorl_flow_seed1.json").write_text(json.dumps([{**row, "fresh_reproduced": False}]))
     assert "the rebuild is wrong" in hopper.boundary_table()  # a wrong rebuild is said, not hidden
+    older = {key: value for key, value in row.items() if not key.startswith("data_action")}
+    (tmp_path / "gorl_flow_seed1.json").write_text(json.dumps([older]))  # scored before the action column
+    assert hopper.boundary_table().splitlines()[2].endswith("| 0.081 | n/a |")
 
 
 def test_hopper_refit_budget_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
@@ -187,6 +191,7 @@ def test_stage_boundaries_of_a_smoke_run_rebuild_the_fresh_encoder_exactly(hoppe
     assert boundary["stage"] == 0 and boundary["fresh_reproduced"] is True
     assert set(BOUNDARY_SCORES) <= boundary.keys() and boundary["stage_evals"] == 3
     assert boundary["latent_std"] > 0 and boundary["fresh_latent_mean_abs"] > 0
+    assert boundary["data_action_abs_p99"] > boundary["data_action_abs_mean"] > 0  # pre-tanh: may exceed 1
 
 
 def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, monkeypatch):
