@@ -227,12 +227,14 @@ def boundary_table() -> str:
 
 def refit_budget_table() -> str:
     """Per redone refit (``refit_budget/*.json``, ``benchmarks/hopper_refit.py``): the data policy's score, then per
-    epoch budget the epochs run, the best epoch, the validation loss, the copy's scores and the refit's minutes."""
+    epoch budget and action targets (as collected, or clamped) the epochs run, the best epoch, the validation loss,
+    the copy's scores and the refit's minutes."""
     files = sorted(REFIT_BUDGET.glob("*.json"))
     if not files:
         return "No refit has been redone yet."
-    lines = ["| run, stage end | the data policy | epochs at most | epochs run (best) | validation loss | refit "
-             "decoder on z ~ N(0, I) | refit decoder at z = 0 | refit minutes |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run, stage end | the data policy | epochs at most | pre-tanh action targets | epochs run (best) | "
+             "validation loss | refit decoder on z ~ N(0, I) | refit decoder at z = 0 | refit minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows, episodes = set(), set()
     for path in files:
         result = json.loads(path.read_text())
@@ -240,8 +242,10 @@ def refit_budget_table() -> str:
         rows.add(result["rows"])
         episodes.add(result["episodes"])
         for b in result["budgets"]:
+            targets = "as collected" if b.get("clip") is None else f"clamped to ±{b['clip']:g}"
             lines.append(f"| {METHODS[method]}, {seed.replace('seed', 'seed ')}, stage {result['stage']} | "
-                         f"{result['data_policy']:.0f} | {b['max_epochs']} | {b['epochs_run']} ({b['best_epoch'] + 1}) | "
+                         f"{result['data_policy']:.0f} | {b['max_epochs']} | {targets} | {b['epochs_run']} "
+                         f"({b['best_epoch'] + 1}) | "
                          f"{b['best_val_loss']:.2f} | {b['prior']:.0f} | {b['prior_mean']:.0f} | {b['minutes']:.1f} |")
     note = (f"Each refit starts from a new decoder on the same {'/'.join(f'{r:,}' for r in sorted(rows))} rows of "
             "the data policy (collected again, other env seeds), with the run's other refit settings; returns: "

@@ -9,6 +9,9 @@ refit settings, and scores each copy on the same episodes as the boundary scores
     python benchmarks/hopper_refit.py outputs/hopper_15m/hopper-stand/gorl_flow/seed3 CHECKPOINTS --stage 1 \\
         --epochs 30 150
 
+With ``--clip C`` each budget is also refit on the same rows with their pre-tanh actions clamped to ``[-C, C]``:
+the env's ``tanh`` barely tells them apart past 3 (``tanh(3) = 0.995``), but flow matching weighs them fully.
+
 writes ``results/hopper_15m/refit_budget/<method>_<seed>_stage<k>.json``; ``hopper_15m.py report`` shows it.
 """
 from __future__ import annotations
@@ -63,7 +66,10 @@ def collect(actor, decoder, cfg: dict[str, Any]) -> TensorDictBase:
     return torch.cat(chunks)
 
 
-def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, budgets: list[int]) -> dict[str, Any]:
+def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, budgets: list[int],
+                  clip: float | None = None) -> dict[str, Any]:
+    if clip is not None and not clip > 0:
+        raise SystemExit(f"--clip must be positive, got {clip}")
     names = checkpoint_names(checkpoints)
     files = list(names)
     ends = [path for path in files if names[path] == f"stage{stage}_end"]
@@ -82,17 +88,19 @@ def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, 
               "refit": {key: cfg["refit"][key] for key in ("batch_size", "lr", "patience", "num_noise_samples")},
               "budgets": []}
     loss_cls = FlowMatchingLoss if cfg["decoder"]["type"] == "flow" else DiffusionLoss
-    for max_epochs in budgets:
+    clipped = None if clip is None else data.clone().set("action", data["action"].clamp(-clip, clip))
+    for max_epochs, clip_at, rows in [(epochs, None, data) for epochs in budgets] + (
+            [] if clipped is None else [(epochs, clip, clipped) for epochs in budgets]):
         began = time.time()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg["env"]["seed"])
             decoder = saved_decoder(after, obs_dim, act_dim, load=False)  # from scratch, as the run's refits
-            fit = refit_decoder(loss_cls(decoder, num_noise_samples=cfg["refit"]["num_noise_samples"]), data,
+            fit = refit_decoder(loss_cls(decoder, num_noise_samples=cfg["refit"]["num_noise_samples"]), rows,
                                 batch_size=cfg["refit"]["batch_size"], lr=cfg["refit"]["lr"], max_epochs=max_epochs,
                                 patience=cfg["refit"]["patience"], val_fraction=cfg["refit"]["val_fraction"],
                                 max_samples=cfg["refit"]["max_samples"],
                                 seed=batch_seed(cfg["env"]["seed"], stage, 0, kind=4))
-        entry = {"max_epochs": max_epochs, "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
+        entry = {"max_epochs": max_epochs, "clip": clip_at, "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
                  "best_val_loss": round(fit.best_val_loss, 3), "minutes": round((time.time() - began) / 60, 1),
                  "val_losses": [round(v, 3) for v in fit.val_losses],
                  "prior": _score(task, make_prior_policy(decoder), ExplorationType.RANDOM),
@@ -108,9 +116,13 @@ def main() -> None:
     parser.add_argument("checkpoints", help="every checkpoint the run wrote (it keeps only its last)")
     parser.add_argument("--stage", type=int, default=1, help="the stage end whose refit is redone")
     parser.add_argument("--epochs", type=int, nargs="+", default=[30, 150], help="max_epochs of each refit")
+    parser.add_argument("--clip", type=float, default=None,
+                        help="also refit on the pre-tanh actions clamped to [-CLIP, CLIP] (3: tanh 0.995)")
     args = parser.parse_args()
+    if args.clip is not None and not args.clip > 0:
+        parser.error(f"--clip must be positive, got {args.clip}")
     run = pathlib.Path(args.run).resolve()
-    result = refit_budgets(run, pathlib.Path(args.checkpoints), args.stage, args.epochs)
+    result = refit_budgets(run, pathlib.Path(args.checkpoints), args.stage, args.epochs, args.clip)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{run.parent.name}_{run.name}_stage{args.stage}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")

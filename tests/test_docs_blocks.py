@@ -167,11 +167,20 @@ def test_hopper_refit_budget_table_reads_its_jsons(hopper, tmp_path, monkeypatch
               "val_losses": [12.0, 11.524], "prior": 171.4, "prior_mean": 339.3}
     (tmp_path / "gorl_flow_seed3_stage1.json").write_text(json.dumps(
         {"run": "gorl_flow/seed3", "stage": 1, "rows": 400000, "episodes": 32, "data_policy": 650.3,
-         "budgets": [budget, {**budget, "max_epochs": 150, "epochs_run": 61, "best_epoch": 55}]}))
+         "budgets": [budget, {**budget, "max_epochs": 150, "epochs_run": 61, "best_epoch": 55},
+                     {**budget, "clip": 3.0}]}))
     lines = hopper.refit_budget_table().splitlines()
-    assert lines[2] == "| GoRL (flow), seed 3, stage 1 | 650 | 30 | 30 (30) | 11.52 | 171 | 339 | 4.0 |"
-    assert lines[3].startswith("| GoRL (flow), seed 3, stage 1 | 650 | 150 | 61 (56) |")
+    assert lines[2] == "| GoRL (flow), seed 3, stage 1 | 650 | 30 | as collected | 30 (30) | 11.52 | 171 | 339 | 4.0 |"
+    assert lines[3].startswith("| GoRL (flow), seed 3, stage 1 | 650 | 150 | as collected | 61 (56) |")
+    assert lines[4].startswith("| GoRL (flow), seed 3, stage 1 | 650 | 30 | clamped to ±3 | 30 (30) |")
     assert "the same 400,000 rows" in lines[-1] and "same 32 episodes" in lines[-1]
+
+
+@pytest.mark.parametrize("clip", [0.0, -3.0, float("nan")])
+def test_hopper_refit_rejects_a_bad_clip_before_reading_anything(tmp_path, clip):
+    refit = _module("hopper_refit")
+    with pytest.raises(SystemExit, match=f"--clip must be positive, got {clip}"):
+        refit.refit_budgets(tmp_path / "run", tmp_path / "no_checkpoints", 1, [30], clip=clip)
 
 
 @pytest.mark.slow
