@@ -88,17 +88,16 @@ def refit_budgets(run_dir: pathlib.Path, checkpoints: pathlib.Path, stage: int, 
               "refit": {key: cfg["refit"][key] for key in ("batch_size", "lr", "patience", "num_noise_samples")},
               "budgets": []}
     loss_cls = FlowMatchingLoss if cfg["decoder"]["type"] == "flow" else DiffusionLoss
-    clipped = None if clip is None else data.clone().set("action", data["action"].clamp(-clip, clip))
-    for max_epochs, clip_at, rows in [(epochs, None, data) for epochs in budgets] + (
-            [] if clipped is None else [(epochs, clip, clipped) for epochs in budgets]):
+    for max_epochs, clip_at in [(epochs, None) for epochs in budgets] + [(epochs, clip) for epochs in budgets
+                                                                          if clip is not None]:
         began = time.time()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg["env"]["seed"])
             decoder = saved_decoder(after, obs_dim, act_dim, load=False)  # from scratch, as the run's refits
-            fit = refit_decoder(loss_cls(decoder, num_noise_samples=cfg["refit"]["num_noise_samples"]), rows,
+            fit = refit_decoder(loss_cls(decoder, num_noise_samples=cfg["refit"]["num_noise_samples"]), data,
                                 batch_size=cfg["refit"]["batch_size"], lr=cfg["refit"]["lr"], max_epochs=max_epochs,
                                 patience=cfg["refit"]["patience"], val_fraction=cfg["refit"]["val_fraction"],
-                                max_samples=cfg["refit"]["max_samples"],
+                                max_samples=cfg["refit"]["max_samples"], action_clip=clip_at,
                                 seed=batch_seed(cfg["env"]["seed"], stage, 0, kind=4))
         entry = {"max_epochs": max_epochs, "clip": clip_at, "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch,
                  "best_val_loss": round(fit.best_val_loss, 3), "minutes": round((time.time() - began) / 60, 1),

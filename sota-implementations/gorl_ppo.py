@@ -117,7 +117,7 @@ def main(cfg: DictConfig) -> dict:
             result = refit_decoder(make_decoder_loss(cfg, target), dataset, batch_size=cfg.refit.batch_size,
                                    lr=cfg.refit.lr, max_epochs=cfg.refit.max_epochs, patience=cfg.refit.patience,
                                    val_fraction=cfg.refit.val_fraction, max_samples=cfg.refit.max_samples,
-                                   seed=batch_seed(seed, stage, 0, kind=4))
+                                   action_clip=cfg.refit.action_clip, seed=batch_seed(seed, stage, 0, kind=4))
             if stage + 1 < schedule.num_stages:
                 decoder.load_state_dict(target.state_dict())
                 collector.update_policy_weights_()

@@ -213,14 +213,13 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
                        refits=[{"stage": 2, "best_epoch": 29, "epochs_run": 30, "best_val_loss": 12.0},
                                {"stage": 0, "best_epoch": 20, "epochs_run": 30, "best_val_loss": 8.0}])
         for seed, value in enumerate(fix, start=1):
-            _write_run(root, "gorl_flow_long_refit", seed, [(0, 0, 1.0), (3, 15_000_000, value)],
+            _write_run(root, hopper.REMEDY_METHOD, seed, [(0, 0, 1.0), (3, 15_000_000, value)],
                        refits=[{"stage": 2, "best_epoch": 140, "epochs_run": 150, "best_val_loss": 10.0}])
         monkeypatch.setattr(hopper, "RESULTS", root)
         return hopper.remedy()
 
     assert remedy([100.0], []).endswith("Its runs have not been made yet.")
-    assert remedy([100.0], []).startswith("In 1 of the 2 refits of the reference runs the best validation loss came at "
-                                          "the last or the second-to-last of its 30 epochs")
+    assert remedy([100.0], []).startswith("The refit is fit to the data policy's pre-tanh actions as collected")
     # seeds 1-2 finished: ahead on their mean (165 against 150) and in 1 of 2; the third seed is missing
     partial = remedy([100.0, 200.0, 300.0], [150.0, 180.0])
     assert "scores 165 ± 21 (n=2) against 150 ± 71 (n=2) over the same seeds, ahead in 1 of 2" in partial
@@ -252,15 +251,19 @@ def test_the_remedy_run_is_a_valid_config(hopper, tmp_path, monkeypatch):
         cfg = compose(script.removesuffix(".py"), ["preset=cpu_fast_15m", "env.task=hopper-stand", *overrides])
         reference = compose("gorl_ppo", ["preset=cpu_fast_15m", "env.task=hopper-stand"])
     validate_config(cfg, method="gorl")
-    # one change: the refit's epoch budget, the numbers the remedy sentence names
-    assert cfg.refit.max_epochs == hopper.REMEDY_EPOCHS and reference.refit.max_epochs == hopper.REFERENCE_EPOCHS
-    cfg.refit.max_epochs = reference.refit.max_epochs
+    # one change: the refit's targets clamped, by the bound the remedy sentence names
+    assert cfg.refit.action_clip == hopper.REMEDY_CLIP and reference.refit.action_clip is None
+    cfg.refit.action_clip = None
     assert cfg == reference
-    # the sentence quotes the redone refit of both budgets
+    # the sentence quotes the redone refits with and without the clamp, at the same epoch budget only
     monkeypatch.setattr(hopper, "REFIT_BUDGET", tmp_path)
-    (tmp_path / "gorl_flow_seed3_stage1.json").write_text(json.dumps(
-        {"run": "gorl_flow/seed3", "stage": 1, "data_policy": 650.3, "budgets": [
-            {"max_epochs": 30, "prior": 171.4, "prior_mean": 339.3},
-            {"max_epochs": 150, "prior": 275.9, "prior_mean": 493.7}]}))
-    assert ("Redone on gorl_flow seed3's stage-1 data, 150 epochs instead of 30 take the copy of the data policy (650) "
-            "from 171 to 276 and the decoder at z = 0 from 339 to 494.") in hopper.refit_cause()
+    (tmp_path / "gorl_flow_seed3_stage2.json").write_text(json.dumps(
+        {"run": "gorl_flow/seed3", "stage": 2, "data_policy": 642.3, "budgets": [
+            {"max_epochs": 30, "clip": None, "prior": 188.0, "prior_mean": 363.9},
+            {"max_epochs": 150, "prior": 275.9, "prior_mean": 493.7},
+            {"max_epochs": 30, "clip": 3.0, "prior": 473.6, "prior_mean": 666.4}]}))
+    cause = hopper.refit_cause()
+    assert ("Redone on gorl_flow seed3's stage-2 data with 30 epochs, clamping them to ±3 takes the copy of the data "
+            "policy (642) from 188 to 474 and the decoder at z = 0 from 364 to 666.") in cause
+    assert cause.count("Redone") == 1 and cause.endswith("(`refit.action_clip=3`), every other setting as the "
+                                                         "reference's.")

@@ -256,3 +256,26 @@ def test_evaluate_policy_scores_the_deterministic_policy_unless_asked_for_the_st
     assert score(ExplorationType.RANDOM, 0) != deterministic and score(ExplorationType.RANDOM, 1) != score(
         ExplorationType.RANDOM, 0)  # sampled latents
     env.close()
+
+
+def test_refit_on_clamped_actions_fits_the_clamped_targets_and_leaves_the_data_alone():
+    from tensordict import TensorDict
+
+    from torchrl_gorl import FlowDecoderModule, FlowMatchingLoss
+    from torchrl_gorl.training import refit_decoder
+
+    torch.manual_seed(0)
+    n = 512
+    action = torch.cat([torch.full((n // 2, 2), 12.0), torch.full((n // 2, 2), -12.0)]) + 0.01 * torch.randn(n, 2)
+    data = TensorDict(observation=torch.zeros(n, 3), action=action, batch_size=[n])
+    before = data["action"].clone()
+    losses = {}
+    for clip, targets in ((3.0, data), (None, data.clone().set("action", data["action"].clamp(-3.0, 3.0)))):
+        torch.manual_seed(1)
+        decoder = FlowDecoderModule(3, 2, num_cells=(32,))
+        losses[clip] = refit_decoder(FlowMatchingLoss(decoder), targets, batch_size=128, max_epochs=2, patience=2,
+                                     action_clip=clip, seed=0).val_losses
+    assert losses[3.0] == losses[None]  # the same fit as on pre-clamped data, bit for bit
+    assert torch.equal(data["action"], before)  # the caller's rows keep their actions
+    with pytest.raises(ValueError, match=r"action_clip must be positive or None, got -1\.0"):
+        refit_decoder(FlowMatchingLoss(FlowDecoderModule(3, 2)), data, action_clip=-1.0)

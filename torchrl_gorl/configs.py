@@ -213,6 +213,7 @@ class RefitConfig:
     patience: int = _value(ge=1)  #: stop after this many epochs without a better validation loss
     val_fraction: float = _value(gt=0, lt=1)  #: share of the data held out for validation
     max_samples: Optional[int] = _value(ge=1)  #: rows kept at most (the latest); null: all
+    action_clip: Optional[float] = _value(gt=0)  #: fit to the pre-tanh actions clamped to +-this; null: as collected
     num_noise_samples: int = _value(ge=1)  #: noise draws per row in the generative loss
     gmpo_beta: float = _value(gt=0)  #: weighted refits: beta on the standardised advantages
     gmpo_max_weight: float = _value(gt=0)  #: weighted refits: the largest weight

@@ -56,6 +56,7 @@ def refit_decoder(
     patience: int = 20,
     val_fraction: float = 0.1,
     max_samples: int | None = None,
+    action_clip: float | None = None,
     reset_statistics: bool = True,
     seed: int = 0,
 ) -> RefitResult:
@@ -75,6 +76,10 @@ def refit_decoder(
 
     Keyword Args:
         batch_size, lr, max_epochs, patience, val_fraction, max_samples: as above.
+        action_clip (float, optional): fit to the target actions clamped to ``[-action_clip, action_clip]``
+            (``data`` is not changed). The targets are pre-squash actions: past about 3 the env's ``tanh``
+            barely tells them apart, but the generative loss weighs their errors in full. Defaults to
+            ``None``: the actions as given (the reference).
         reset_statistics (bool): recompute the decoder's observation statistics from the
             training split. Defaults to ``True``.
         seed (int): seeds subsampling, the split, shuffling and the validation noise.
@@ -91,8 +96,13 @@ def refit_decoder(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}.")
+    if action_clip is not None and not action_clip > 0:
+        raise ValueError(f"action_clip must be positive or None, got {action_clip!r}.")
     if data.batch_dims != 1:
         data = data.reshape(-1)
+    if action_clip is not None:  # a shallow copy: the caller's actions stay as they were
+        action_key = loss_fn.tensor_keys.action
+        data = data.clone(recurse=False).set(action_key, data.get(action_key).clamp(-action_clip, action_clip))
     generator = torch.Generator().manual_seed(seed)
     n = data.shape[0]
     if max_samples is not None and n > max_samples:
