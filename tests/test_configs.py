@@ -203,6 +203,7 @@ def test_hydra_reads_yaml_spellings_of_true(override, key):
         ("refit.val_fraction=1.5", r"refit.val_fraction must be in \(0, 1\), got 1.5"),
         ("schedule.clip_epsilon=[0.2,1.5]", r"schedule.clip_epsilon\[1\] must be in \(0, 1\), got 1.5"),
         ("refit.max_samples=0", "refit.max_samples must be null or a positive integer, got 0"),
+        ("refit.action_clip=-3", r"refit.action_clip must be null or a positive number, got -3.0"),
         ("checkpoint.interval_frames=-5", "checkpoint.interval_frames must be a non-negative integer, got -5"),
         ("collector.unroll_length=0", "collector.unroll_length must be null or a positive integer, got 0"),
         ("collector.unroll_length=300",
