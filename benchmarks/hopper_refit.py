@@ -118,8 +118,6 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=None,
                         help="also refit on the pre-tanh actions clamped to [-CLIP, CLIP] (3: tanh 0.995)")
     args = parser.parse_args()
-    if args.clip is not None and not args.clip > 0:
-        parser.error(f"--clip must be positive, got {args.clip}")
     run = pathlib.Path(args.run).resolve()
     result = refit_budgets(run, pathlib.Path(args.checkpoints), args.stage, args.epochs, args.clip)
     OUT.mkdir(parents=True, exist_ok=True)
