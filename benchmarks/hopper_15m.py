@@ -303,7 +303,7 @@ def remedy() -> str:
 
 
 def stage_starts(seeds: list[int]) -> str:
-    """What the longer refits changed where they act, over the given seeds: the mean first evaluation of stages
+    """What the remedy changed where it acts, over the given seeds: the mean first evaluation of stages
     1-3, its mean drop from the previous stage's best and the refits' mean validation loss, remedy against
     reference (:func:`stages`)."""
     means = {}
