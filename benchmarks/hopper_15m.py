@@ -42,6 +42,8 @@ COLORS = {"gorl_flow": "tab:blue", "ppo_gaussian": "tab:orange", "gorl_flow_clip
           "gorl_diffusion": "tab:green", "fpo": "tab:red"}
 #: the paper's hopper-stand curves at 15M encoder env steps, read off its figure (+-30; shared/reference/paper-results.md)
 PAPER_15M = {"gorl_flow": 80, "gorl_diffusion": 35, "fpo": 15, "ppo_gaussian": 30}
+#: the remedy: refits fit to the decoder data's pre-tanh actions clamped to +-REMEDY_CLIP (tanh(3) = 0.995)
+REMEDY_METHOD, REMEDY_CLIP = "gorl_flow_clipped_refit", 3.0
 MARKS = (3e6, 7.5e6, 15e6)
 SEEDS_PLANNED = 3
 
@@ -192,39 +194,73 @@ def decoder_table(path: pathlib.Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def boundary_files() -> list[tuple[str, str, pathlib.Path]]:
+    """``stage_boundaries/<method>_seed<k>.json`` as (method, seed, path), in the order of :data:`METHODS`."""
+    files = [(*path.stem.rsplit("_seed", 1), path) for path in BOUNDARIES.glob("*.json")]
+    return sorted(files, key=lambda f: (list(METHODS).index(f[0]), int(f[1])))
+
+
+def copy_share(boundary: dict) -> float:
+    """The share of the data policy's return (the stochastic best policy) that the refit's copy of it (the refit
+    decoder on ``N(0, I)`` latents) keeps, on the same episodes."""
+    return boundary["refit_prior"] / boundary["best_stochastic"]
+
+
 def boundary_table() -> str:
     """Per GoRL stage end (``stage_boundaries/*.json``, :func:`hopper_decoder.stage_boundaries`): the stage's best
     evaluation, then on common episodes its best policy deterministic, stochastic and at latent std 1, the refit
-    decoder at ``z = 0`` and on ``N(0, I)``, and the fresh encoder through the refit decoder."""
-    files = sorted(BOUNDARIES.glob("*.json"))
+    decoder at ``z = 0`` and on ``N(0, I)`` (and the share of the stochastic policy's return the latter keeps), and
+    the fresh encoder through the refit decoder."""
+    files = boundary_files()
     if not files:
         return "No run's stage boundaries have been scored yet."
-    keys = ("best_deterministic", "best_stochastic", "best_unit_noise", "refit_prior_mean", "refit_prior",
-            "fresh_encoder")
+    keys = ("best_deterministic", "best_stochastic", "best_unit_noise", "refit_prior_mean", "refit_prior")
     lines = ["| run | stage end | best evaluation in the stage | the best policy, again | "
              "its stochastic policy (the decoder data) | the best at latent std 1 | refit decoder at z = 0 | refit "
-             "decoder on z ~ N(0, I) | fresh encoder on the refit decoder | latent std of the best | fresh encoder's "
-             "mean abs latent | the decoder data's absolute pre-tanh actions: mean, 99th percentile |",
+             "decoder on z ~ N(0, I) (its share of the decoder data's return) | fresh encoder on the refit decoder | "
+             "latent std of the best | fresh encoder's mean abs latent | the decoder data's absolute pre-tanh "
+             "actions: mean, 99th percentile |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     episodes, selections, reproduced = set(), set(), True
-    for path in files:
-        method, seed = path.stem.rsplit("_seed", 1)
+    for method, seed, path in files:
         for b in json.loads(path.read_text()):
             episodes.add(b["episodes"])
             selections.add(f"the best of its {b['stage_evals']} evaluations of {b['eval_episodes']} episodes")
             reproduced &= b["fresh_reproduced"]
             lines.append(f"| {METHODS[method]}, seed {seed} | {b['stage']} | {b['best_eval']:.0f} | "
                          + " | ".join(f"{b[key]:.0f}" for key in keys)
-                         + f" | {b['latent_std']:.2f} | {b['fresh_latent_mean_abs']:.3f} | "
+                         + f" ({copy_share(b):.2f}) | {b['fresh_encoder']:.0f} | {b['latent_std']:.2f} | "
+                         f"{b['fresh_latent_mean_abs']:.3f} | "
                          + (f"{b['data_action_abs_mean']:.2f}, {b['data_action_abs_p99']:.2f} |"
                             if "data_action_abs_mean" in b else "n/a |"))
     note = (f"Column 3: {' or '.join(sorted(selections))}, as in the table above. Columns 4-9: mean return of the same {'/'.join(map(str, sorted(episodes)))} deterministic-start "
-            "episodes (1000 steps, undiscounted). The last column: the actions the refit is fit to (before the "
-            "env's tanh, which is within 1% of its bound past 2.65), of the stochastic policy on those episodes. "
+            "episodes (1000 steps, undiscounted). The last column: the actions of the stochastic policy on those "
+            "episodes before the env's tanh (which is within 1% of its bound past 2.65), as collected; the refit is "
+            f"fit to them as they are, or clamped to ±{REMEDY_CLIP:g} in the runs with refits on clamped actions. "
             "The fresh encoder is rebuilt from the run's seed; "
             + ("it gives each run's own first evaluation of the next stage exactly." if reproduced else
                "**it does not give every run's own first evaluation of the next stage: the rebuild is wrong.**"))
     return "\n".join(lines) + "\n\n" + note
+
+
+def boundary_copies() -> str:
+    """The refit's copy of the data policy at the scored stage ends (:func:`boundary_files`): the remedy's against
+    the runs refit on the actions as collected, as the mean share of the data policy's return kept and the mean
+    width of the decoder data."""
+    shares, widths, runs = {True: [], False: []}, {True: [], False: []}, {True: set(), False: set()}
+    for method, seed, path in boundary_files():
+        clamped = method == REMEDY_METHOD
+        runs[clamped].add(f"`{method}` seed {seed}")
+        for b in json.loads(path.read_text()):
+            shares[clamped].append(copy_share(b))
+            widths[clamped].append(b.get("data_action_abs_mean", float("nan")))
+    if not shares[True] or not shares[False]:
+        return ""
+    return (f" At its scored stage ends ({' and '.join(sorted(runs[True]))}; the boundary table), the refit's copy keeps "
+            f"{np.mean(shares[True]):.2f} of the data policy's return on average (per stage end: "
+            f"{' / '.join(f'{x:.2f}' for x in shares[True])}) against {np.mean(shares[False]):.2f} for the refits on "
+            f"the actions as collected ({' and '.join(sorted(runs[False]))}), and its decoder data stay narrower: mean "
+            f"absolute pre-tanh action {np.nanmean(widths[True]):.1f} against {np.nanmean(widths[False]):.1f}.")
 
 
 def refit_budget_table() -> str:
@@ -254,10 +290,6 @@ def refit_budget_table() -> str:
             f"mean of the same {'/'.join(map(str, sorted(episodes)))} episodes as the table above; minutes on 2 "
             "shared CPU cores (one thread).")
     return "\n".join(lines) + "\n\n" + note
-
-
-#: the remedy: refits fit to the decoder data's pre-tanh actions clamped to +-REMEDY_CLIP (tanh(3) = 0.995)
-REMEDY_METHOD, REMEDY_CLIP = "gorl_flow_clipped_refit", 3.0
 
 
 def refit_cause() -> str:
@@ -299,7 +331,8 @@ def remedy() -> str:
                "3 seeds won" + ("" if len(paired) >= SEEDS_PLANNED else
                                  f"; {len(paired)} of {SEEDS_PLANNED} paired seeds are finished") + ")")
     return (cause + f" At 15M env steps the remedy scores {spread(fixed)} against {spread(reference)} over the same "
-            f"seeds, ahead in {wins} of {len(paired)}: {outcome}." + stage_starts(paired) + "\n\n" + why(REMEDY_METHOD))
+            f"seeds, ahead in {wins} of {len(paired)}: {outcome}." + boundary_copies() + stage_starts(paired)
+            + "\n\n" + why(REMEDY_METHOD))
 
 
 def stage_starts(seeds: list[int]) -> str:

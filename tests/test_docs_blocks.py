@@ -149,7 +149,9 @@ def test_hopper_boundary_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
            "data_action_abs_p99": 7.5}
     (tmp_path / "gorl_flow_seed3.json").write_text(json.dumps([row, {**row, "stage": 1}]))
     lines = hopper.boundary_table().splitlines()
-    assert lines[2] == "| GoRL (flow), seed 3 | 0 | 447 | 224 | 61 | 79 | 214 | 67 | 29 | 4.88 | 0.081 | 1.23, 7.50 |"
+    # the copy's share of the data policy's return beside it: 66.9 / 61.1
+    assert lines[2] == ("| GoRL (flow), seed 3 | 0 | 447 | 224 | 61 | 79 | 214 | 67 (1.09) | 29 | 4.88 | 0.081 | "
+                        "1.23, 7.50 |")
     assert lines[3].startswith("| GoRL (flow), seed 3 | 1 |") and len(lines[0].split("|")) == len(lines[2].split("|"))
     assert "the best of its 11 evaluations of 8 episodes" in lines[-1] and "same 32 deterministic-start" in lines[-1]
     assert "gives each run's own first evaluation of the next stage exactly" in lines[-1]
@@ -158,6 +160,26 @@ def test_hopper_boundary_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
     older = {key: value for key, value in row.items() if not key.startswith("data_action")}
     (tmp_path / "gorl_flow_seed1.json").write_text(json.dumps([older]))  # scored before the action column
     assert hopper.boundary_table().splitlines()[2].endswith("| 0.081 | n/a |")
+    # rows in the order of the methods (the reference first), then of the seeds, whatever the file names sort as
+    (tmp_path / f"{hopper.REMEDY_METHOD}_seed1.json").write_text(json.dumps([row]))
+    runs = [line.split(" | ")[0] for line in hopper.boundary_table().splitlines()[2:6]]
+    assert runs == ["| GoRL (flow), seed 1", "| GoRL (flow), seed 3", "| GoRL (flow), seed 3",
+                    f"| {hopper.METHODS[hopper.REMEDY_METHOD]}, seed 1"]
+
+
+def test_hopper_remedy_boundaries_compare_the_copies(hopper, tmp_path, monkeypatch):
+    monkeypatch.setattr(hopper, "BOUNDARIES", tmp_path)
+    row = {"best_stochastic": 200.0, "refit_prior": 50.0, "data_action_abs_mean": 10.0}
+    (tmp_path / "gorl_flow_seed3.json").write_text(json.dumps([row, {**row, "refit_prior": 30.0}]))
+    assert hopper.boundary_copies() == ""  # nothing to compare before the remedy's stage ends are scored
+    (tmp_path / f"{hopper.REMEDY_METHOD}_seed1.json").write_text(json.dumps(
+        [{**row, "refit_prior": 180.0, "data_action_abs_mean": 2.0}, {**row, "refit_prior": 100.0,
+                                                                     "data_action_abs_mean": 3.0}]))
+    sentence = hopper.boundary_copies()
+    assert (f"(`{hopper.REMEDY_METHOD}` seed 1; the boundary table), the refit's copy keeps 0.70 of the data policy's "
+            "return on average (per stage end: 0.90 / 0.50) against 0.20 for the refits on the actions as collected "
+            "(`gorl_flow` seed 3)") in sentence
+    assert sentence.endswith("mean absolute pre-tanh action 2.5 against 10.0.")
 
 
 def test_hopper_refit_budget_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
@@ -205,6 +227,7 @@ def test_stage_boundaries_of_a_smoke_run_rebuild_the_fresh_encoder_exactly(hoppe
 
 def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, monkeypatch):
     monkeypatch.setattr(hopper, "REFIT_BUDGET", tmp_path / "no_refit_budget")
+    monkeypatch.setattr(hopper, "BOUNDARIES", tmp_path / "no_boundaries")
 
     def remedy(base: list[float], fix: list[float]) -> str:
         root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
