@@ -243,24 +243,35 @@ def boundary_table() -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
+#: a data policy below this return has not stood up: the share of it a copy keeps says nothing
+STANDING = 100.0
+
+
 def boundary_copies() -> str:
-    """The refit's copy of the data policy at the scored stage ends (:func:`boundary_files`): the remedy's against
-    the runs refit on the actions as collected, as the mean share of the data policy's return kept and the mean
-    width of the decoder data."""
-    shares, widths, runs = {True: [], False: []}, {True: [], False: []}, {True: set(), False: set()}
+    """The refit's copy of the data policy at the scored stage ends (:func:`boundary_files`) where that policy
+    stands (:data:`STANDING`): the remedy's against the runs refit on the actions as collected, as the mean share of
+    the data policy's return kept, and the mean width of the decoder data at every scored stage end."""
+    shares, widths, seeds = {True: [], False: []}, {True: [], False: []}, {}
     for method, seed, path in boundary_files():
         clamped = method == REMEDY_METHOD
-        runs[clamped].add(f"`{method}` seed {seed}")
+        seeds.setdefault(method, []).append(seed)
         for b in json.loads(path.read_text()):
-            shares[clamped].append(copy_share(b))
+            if b["best_stochastic"] >= STANDING:
+                shares[clamped].append(copy_share(b))
             widths[clamped].append(b.get("data_action_abs_mean", float("nan")))
     if not shares[True] or not shares[False]:
         return ""
-    return (f" At its scored stage ends ({' and '.join(sorted(runs[True]))}; the boundary table), the refit's copy keeps "
-            f"{np.mean(shares[True]):.2f} of the data policy's return on average (per stage end: "
-            f"{' / '.join(f'{x:.2f}' for x in shares[True])}) against {np.mean(shares[False]):.2f} for the refits on "
-            f"the actions as collected ({' and '.join(sorted(runs[False]))}), and its decoder data stay narrower: mean "
-            f"absolute pre-tanh action {np.nanmean(widths[True]):.1f} against {np.nanmean(widths[False]):.1f}.")
+
+    def runs(clamped: bool) -> str:
+        return " and ".join(f"`{method}` seed{'s' if len(ks) > 1 else ''} {', '.join(ks)}"
+                            for method, ks in seeds.items() if (method == REMEDY_METHOD) == clamped)
+
+    return (f" At its scored stage ends ({runs(True)}; the boundary table) where the data policy stands (scores "
+            f"{STANDING:.0f} or more), the refit's copy keeps {np.mean(shares[True]):.2f} of the data policy's return "
+            f"on average (per stage end: {' / '.join(f'{x:.2f}' for x in shares[True])}) against "
+            f"{np.mean(shares[False]):.2f} for the refits on the actions as collected ({runs(False)}), and its "
+            f"decoder data stay narrower: mean absolute pre-tanh action {np.nanmean(widths[True]):.1f} against "
+            f"{np.nanmean(widths[False]):.1f}.")
 
 
 def refit_budget_table() -> str:
@@ -337,17 +348,19 @@ def remedy() -> str:
 
 def stage_starts(seeds: list[int]) -> str:
     """What the remedy changed where it acts, over the given seeds: the mean first evaluation of stages
-    1-3, its mean drop from the previous stage's best and the refits' mean validation loss, remedy against
-    reference (:func:`stages`)."""
+    1-3, its mean drop from the previous stage's best, the mean best evaluation of those stages and the refits'
+    mean validation loss, remedy against reference (:func:`stages`)."""
     means = {}
     for method in ("gorl_flow", REMEDY_METHOD):
         rows = [r for r in stages(method) if r["seed"] in seeds and r["previous"] is not None]
         losses = [r["loss"] for r in rows if r["loss"] is not None]
         means[method] = (np.mean([r["first"] for r in rows]), np.mean([r["first"] - r["previous"] for r in rows]),
-                         np.mean(losses) if losses else float("nan"), len(rows))
-    (first, drop, loss, n), (first_ref, drop_ref, loss_ref, _) = means[REMEDY_METHOD], means["gorl_flow"]
+                         np.mean(losses) if losses else float("nan"), len(rows), np.mean([r["best"] for r in rows]))
+    (first, drop, loss, n, best), (first_ref, drop_ref, loss_ref, _, best_ref) = (means[REMEDY_METHOD],
+                                                                                means["gorl_flow"])
     return (f" Its {n} stage starts after a refit score {first:.0f} on average ({drop:+.0f} from the previous "
-            f"stage's best) against the reference's {first_ref:.0f} ({drop_ref:+.0f}), and its refits end at a "
+            f"stage's best) against the reference's {first_ref:.0f} ({drop_ref:+.0f}), the same stages' best "
+            f"evaluations average {best:.0f} against {best_ref:.0f}, and its refits end at a "
             f"validation loss of {loss:.2f} on average against {loss_ref:.2f} (each on its own run's data, so a loss "
             "compares refits of the same run, not runs); per seed and stage:")
 

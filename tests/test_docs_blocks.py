@@ -175,11 +175,13 @@ def test_hopper_remedy_boundaries_compare_the_copies(hopper, tmp_path, monkeypat
     (tmp_path / f"{hopper.REMEDY_METHOD}_seed1.json").write_text(json.dumps(
         [{**row, "refit_prior": 180.0, "data_action_abs_mean": 2.0}, {**row, "refit_prior": 100.0,
                                                                      "data_action_abs_mean": 3.0}]))
+    (tmp_path / f"{hopper.REMEDY_METHOD}_seed2.json").write_text(json.dumps(  # on the ground: no share counted
+        [{**row, "best_stochastic": 6.0, "refit_prior": 6.0, "data_action_abs_mean": 4.0}]))
     sentence = hopper.boundary_copies()
-    assert (f"(`{hopper.REMEDY_METHOD}` seed 1; the boundary table), the refit's copy keeps 0.70 of the data policy's "
-            "return on average (per stage end: 0.90 / 0.50) against 0.20 for the refits on the actions as collected "
-            "(`gorl_flow` seed 3)") in sentence
-    assert sentence.endswith("mean absolute pre-tanh action 2.5 against 10.0.")
+    assert (f"(`{hopper.REMEDY_METHOD}` seeds 1, 2; the boundary table) where the data policy stands (scores 100 or "
+            "more), the refit's copy keeps 0.70 of the data policy's return on average (per stage end: 0.90 / 0.50) "
+            "against 0.20 for the refits on the actions as collected (`gorl_flow` seed 3)") in sentence
+    assert sentence.endswith("mean absolute pre-tanh action 3.0 against 10.0.")
 
 
 def test_hopper_refit_budget_table_reads_its_jsons(hopper, tmp_path, monkeypatch):
@@ -252,7 +254,8 @@ def test_hopper_remedy_sentence_and_the_rule_that_adopts_it(hopper, tmp_path, mo
     assert "it meets the rule to replace the reference schedule as the default" in adopted
     # where the refit acts: the stage starts after a refit (here stage 3 of each seed) and the refits' loss
     assert ("Its 3 stage starts after a refit score 243 on average (+242 from the previous stage's best) against "
-            "the reference's 200 (+199), and its refits end at a validation loss of 10.00 on average against 12.00 "
+            "the reference's 200 (+199), the same stages' best evaluations average 243 against 200, and its refits "
+            "end at a validation loss of 10.00 on average against 12.00 "
             "(each on its own run's data") in adopted
     assert adopted.splitlines()[-1] == "| 3 | 3 | 400 (+399) | 400 | 10.000 | n/a |"  # the remedy's own table
     assert "Its 2 stage starts" in partial  # over the paired seeds only
