@@ -100,14 +100,14 @@ def refit_decoder(
         raise ValueError(f"action_clip must be positive or None, got {action_clip!r}.")
     if data.batch_dims != 1:
         data = data.reshape(-1)
-    if action_clip is not None:  # a shallow copy: the caller's actions stay as they were
-        action_key = loss_fn.tensor_keys.action
-        data = data.clone(recurse=False).set(action_key, data.get(action_key).clamp(-action_clip, action_clip))
     generator = torch.Generator().manual_seed(seed)
     n = data.shape[0]
     if max_samples is not None and n > max_samples:
         data = data[torch.randperm(n, generator=generator)[:max_samples]]
         n = max_samples
+    if action_clip is not None:  # only the kept rows; a shallow copy: the caller's actions stay as they were
+        action_key = loss_fn.tensor_keys.action
+        data = data.clone(recurse=False).set(action_key, data.get(action_key).clamp(-action_clip, action_clip))
     num_val = int(round(n * val_fraction))
     num_train = n - num_val
     if num_val < 1 or num_train < 1:
